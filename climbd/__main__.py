@@ -1,0 +1,3 @@
+from climbd.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,63 @@
+"""Recording triggers: start, stop, save the last N seconds, current state."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from climbd.api.app import read_json
+from climbd.api.keys import DAEMON
+from climbd.api.openapi import operation
+from climbd.api.schemas import ErrorBody, SaveLastRequest, SessionOut, StartRequest
+from climbd.api.sessions import session_out
+
+__all__ = ["add_routes"]
+
+_ERR = ("Error", ErrorBody)
+
+
+@operation("Start recording (optionally from pre_roll_s seconds in the past)",
+           tags=("recordings",), request=StartRequest,
+           responses={201: ("The new session", SessionOut), 409: ("Already recording", ErrorBody),
+                      422: ("Invalid body", ErrorBody), 503: ("No video yet", ErrorBody)})
+async def start(request: web.Request) -> web.Response:
+    """``POST /api/recordings/start``."""
+    body = StartRequest.model_validate(await read_json(request))
+    rec = await request.app[DAEMON].recorder.start(
+        name=body.name, description=body.description, climber=body.climber,
+        pre_roll_s=body.pre_roll_s)
+    return web.json_response(session_out(rec), status=201)
+
+
+@operation("Stop the running recording", tags=("recordings",),
+           responses={200: ("The finished session", SessionOut), 409: ("Not recording", ErrorBody)})
+async def stop(request: web.Request) -> web.Response:
+    """``POST /api/recordings/stop``."""
+    rec = await request.app[DAEMON].recorder.stop()
+    return web.json_response(session_out(rec))
+
+
+@operation("Save the last N seconds (pre-roll) as a completed session", tags=("recordings",),
+           request=SaveLastRequest,
+           responses={201: ("The saved session", SessionOut), 409: ("Recording", ErrorBody),
+                      422: ("Invalid body", ErrorBody), 503: ("No video yet", ErrorBody)})
+async def save_last(request: web.Request) -> web.Response:
+    """``POST /api/recordings/save-last``."""
+    body = SaveLastRequest.model_validate(await read_json(request))
+    rec = await request.app[DAEMON].recorder.save_last(
+        body.seconds, name=body.name, description=body.description, climber=body.climber)
+    return web.json_response(session_out(rec), status=201)
+
+
+@operation("Current recording state", tags=("recordings",),
+           responses={200: ("Recording state", None)})
+async def current(request: web.Request) -> web.Response:
+    """``GET /api/recordings/current``."""
+    return web.json_response(request.app[DAEMON].recorder.status())
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the recording routes."""
+    app.router.add_post("/api/recordings/start", start)
+    app.router.add_post("/api/recordings/stop", stop)
+    app.router.add_post("/api/recordings/save-last", save_last)
+    app.router.add_get("/api/recordings/current", current)

@@ -1,0 +1,104 @@
+"""Request and response bodies of the HTTP API (pydantic; unknown keys rejected)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ErrorBody",
+    "PoseWindow",
+    "SaveLastRequest",
+    "SessionList",
+    "SessionOut",
+    "SessionPatch",
+    "StartRequest",
+]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StartRequest(_In):
+    """``POST /api/recordings/start``: every field optional."""
+
+    name: str | None = Field(None, max_length=200)
+    description: str = Field("", max_length=5000)
+    climber: str = Field("", max_length=200)
+    pre_roll_s: float | None = Field(
+        None, ge=0, le=120, description="Seconds before now to start from (default: config)")
+
+
+class SaveLastRequest(_In):
+    """``POST /api/recordings/save-last``: save the last N seconds as a session."""
+
+    seconds: float | None = Field(None, gt=0, le=120, description="Default: the pre-roll")
+    name: str | None = Field(None, max_length=200)
+    description: str = Field("", max_length=5000)
+    climber: str = Field("", max_length=200)
+
+
+class SessionPatch(_In):
+    """``PATCH /api/sessions/{id}``: fields to change."""
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    description: str | None = Field(None, max_length=5000)
+    climber: str | None = Field(None, max_length=200)
+
+
+class SessionOut(BaseModel):
+    """A session as the API returns it (times in seconds, created_at in Unix seconds)."""
+
+    id: int
+    name: str
+    description: str
+    climber: str
+    created_at: float
+    duration_s: float
+    frame_count: int
+    frames_with_pose: int
+    status: Literal["recording", "completed", "processing", "interrupted", "failed"]
+    error: str | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    pre_roll_s: float | None = None
+    source: str | None = None
+    video_url: str | None = None
+    poses_url: str
+
+
+class SessionList(BaseModel):
+    """A page of sessions, newest first."""
+
+    items: list[SessionOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class PoseWindow(BaseModel):
+    """Pose rows of a session between ``start`` and ``end`` seconds (lazy loading).
+
+    ``image[i]`` is 33 × [x, y, z, visibility, presence] (x, y normalised to the frame);
+    ``world[i]`` is 33 × [x, y, z] in metres, hip-centred; ``t[i]`` seconds from the
+    session start; ``frames[i]`` the session frame index.
+    """
+
+    session_id: int
+    start: float
+    end: float
+    frames: list[int]
+    t: list[float]
+    image: list[list[list[float | None]]]
+    world: list[list[list[float | None]]]
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx response body."""
+
+    error: str
+    message: str
+    details: Any = None

@@ -1,0 +1,162 @@
+"""Session routes: list, detail, edit, delete, pose time ranges, video."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from climbd.api.app import read_json
+from climbd.api.keys import DAEMON
+from climbd.api.openapi import operation
+from climbd.api.schemas import ErrorBody, PoseWindow, SessionList, SessionOut, SessionPatch
+from climbd.errors import SessionNotFound
+
+__all__ = ["add_routes", "session_out"]
+
+_404 = ("No such session", ErrorBody)
+
+
+def session_out(rec: Any) -> dict[str, Any]:
+    """The API form of a stored session record."""
+    data = rec.to_dict() if hasattr(rec, "to_dict") else rec.model_dump()
+    sid = data["id"]
+    video = data.pop("video_path", None)
+    out = {k: data.get(k) for k in SessionOut.model_fields if k in data}
+    out["video_url"] = f"/api/sessions/{sid}/video" if video else None
+    out["poses_url"] = f"/api/sessions/{sid}/poses"
+    return SessionOut.model_validate(out).model_dump()
+
+
+def _session_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise SessionNotFound(raw)
+    return int(raw)
+
+
+def _float_query(request: web.Request, name: str) -> float | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"query parameter {name!r} must be a number") from None
+    if not math.isfinite(value):
+        raise web.HTTPBadRequest(text=f"query parameter {name!r} must be finite")
+    return value
+
+
+def _int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"query parameter {name!r} must be an integer") from None
+    if not lo <= value <= hi:
+        raise web.HTTPBadRequest(text=f"query parameter {name!r} must be in [{lo}, {hi}]")
+    return value
+
+
+@operation("List sessions, newest first", tags=("sessions",),
+           query={"limit": ("integer", "page size, 1-200 (default 20)"),
+                  "offset": ("integer", "sessions to skip (default 0)")},
+           responses={200: ("A page of sessions", SessionList), 400: ("Bad query", ErrorBody)})
+async def list_sessions(request: web.Request) -> web.Response:
+    """``GET /api/sessions``."""
+    limit = _int_query(request, "limit", 20, 1, 200)
+    offset = _int_query(request, "offset", 0, 0, 10**9)
+    items, total = await request.app[DAEMON].db.list_sessions(limit=limit, offset=offset)
+    return web.json_response({"items": [session_out(r) for r in items], "total": total,
+                              "limit": limit, "offset": offset})
+
+
+@operation("One session", tags=("sessions",),
+           responses={200: ("The session", SessionOut), 404: _404})
+async def get_session(request: web.Request) -> web.Response:
+    """``GET /api/sessions/{id}``."""
+    rec = await request.app[DAEMON].db.get_session(_session_id(request))
+    return web.json_response(session_out(rec))
+
+
+@operation("Edit a session's name, description or climber", tags=("sessions",),
+           request=SessionPatch,
+           responses={200: ("The session", SessionOut), 404: _404, 422: ("Invalid", ErrorBody)})
+async def patch_session(request: web.Request) -> web.Response:
+    """``PATCH /api/sessions/{id}``."""
+    sid = _session_id(request)
+    body = SessionPatch.model_validate(await read_json(request))
+    rec = await request.app[DAEMON].db.update_session(
+        sid, name=body.name, description=body.description, climber=body.climber)
+    return web.json_response(session_out(rec))
+
+
+@operation("Delete a session and its files", tags=("sessions",),
+           responses={200: ("The deleted session", SessionOut), 404: _404,
+                      409: ("It is recording", ErrorBody)})
+async def delete_session(request: web.Request) -> web.Response:
+    """``DELETE /api/sessions/{id}``."""
+    rec = await request.app[DAEMON].recorder.delete(_session_id(request))
+    return web.json_response(session_out(rec))
+
+
+def _nested(a: np.ndarray) -> list[Any]:
+    rounded = np.round(a.astype(np.float64), 5)
+    return [[[None if math.isnan(v) else v for v in lm] for lm in frame]
+            for frame in rounded.tolist()]
+
+
+@operation("Pose rows in a time range (lazy loading)", tags=("sessions",),
+           query={"start": ("number", "seconds from the session start (default 0)"),
+                  "end": ("number", "seconds from the session start (default: the end)")},
+           responses={200: ("Pose rows", PoseWindow), 400: ("Bad range", ErrorBody), 404: _404})
+async def get_poses(request: web.Request) -> web.Response:
+    """``GET /api/sessions/{id}/poses?start=&end=``."""
+    sid = _session_id(request)
+    start = _float_query(request, "start")
+    end = _float_query(request, "end")
+    if start is not None and end is not None and end < start:
+        raise web.HTTPBadRequest(text="end must not be before start")
+    db = request.app[DAEMON].db
+    rec = await db.get_session(sid)
+    series = await db.poses(sid, start, end)
+    return web.json_response({
+        "session_id": sid,
+        "start": start if start is not None else 0.0,
+        "end": end if end is not None else rec.duration_s,
+        "frames": series.frames.tolist(),
+        "t": np.round(series.times, 6).tolist(),
+        "image": _nested(series.image),
+        "world": _nested(series.world),
+    })
+
+
+@operation("The session's video (MP4, HTTP range requests supported)", tags=("sessions",),
+           responses={200: ("video/mp4", "video/mp4"), 206: ("Partial content", "video/mp4"),
+                      404: _404})
+async def get_video(request: web.Request) -> web.StreamResponse:
+    """``GET /api/sessions/{id}/video``."""
+    daemon = request.app[DAEMON]
+    sid = _session_id(request)
+    rec = await daemon.db.get_session(sid)
+    if not rec.video_path:
+        raise web.HTTPNotFound(text=f"session {sid} has no video (status {rec.status})")
+    path = (daemon.state_dir / rec.video_path).resolve()
+    if daemon.state_dir.resolve() not in path.parents or not path.is_file():
+        raise web.HTTPNotFound(text=f"the video of session {sid} is missing")
+    return web.FileResponse(path, headers={"Content-Type": "video/mp4"})
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the session routes."""
+    app.router.add_get("/api/sessions", list_sessions)
+    app.router.add_get("/api/sessions/{id}", get_session)
+    app.router.add_patch("/api/sessions/{id}", patch_session)
+    app.router.add_delete("/api/sessions/{id}", delete_session)
+    app.router.add_get("/api/sessions/{id}/poses", get_poses)
+    app.router.add_get("/api/sessions/{id}/video", get_video)

@@ -1,0 +1,132 @@
+"""Command line: ``climbd run``, ``climbd ingest``, ``climbd check-config``.
+
+Exit codes: 0 success, 1 a runtime failure (bad video, storage), 2 bad usage or config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from climbd import __version__
+from climbd.config import Config, load_config, resolve_state_dir, with_overrides
+from climbd.errors import ClimbdError, ConfigError
+
+__all__ = ["main"]
+
+log = logging.getLogger("climbd")
+
+
+def _setup_logging(level: str) -> None:
+    try:
+        from climbd.service import setup_logging
+    except ImportError:  # pragma: no cover
+        logging.basicConfig(level=level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    else:
+        setup_logging(level)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="climbd", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"climbd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon (capture, pose, recording, HTTP)")
+    run.add_argument("--config", help="TOML config file (default: built-in defaults)")
+    run.add_argument("--source", help="camera (/dev/video0, 0), video file or rtsp:// URL")
+    run.add_argument("--loop", action="store_true", default=None,
+                     help="loop a video file source")
+    run.add_argument("--state-dir", help="database and sessions (default: $STATE_DIRECTORY "
+                     "or ~/.local/state/climbd)")
+    run.add_argument("--host", help="HTTP listen address")
+    run.add_argument("--port", type=int, help="HTTP port (0 = any free port)")
+
+    ing = sub.add_parser("ingest", help="turn video files into sessions (pose on every frame)")
+    ing.add_argument("videos", nargs="+", help="video files")
+    ing.add_argument("--name", help="session name (default: the file name)")
+    ing.add_argument("--config", help="TOML config file (pose settings)")
+    ing.add_argument("--state-dir", help="as for run")
+    ing.add_argument("--json", action="store_true", help="print one JSON object per session")
+
+    chk = sub.add_parser("check-config", help="validate a config file and print the result")
+    chk.add_argument("file")
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    from climbd.daemon import Daemon
+
+    config = with_overrides(load_config(args.config), {
+        "capture.source": args.source, "capture.loop": args.loop,
+        "server.host": args.host, "server.port": args.port,
+    })
+    _setup_logging(config.log_level)
+    state_dir = resolve_state_dir(args.state_dir)
+    daemon = Daemon(config, state_dir)
+    asyncio.run(daemon.run_forever())
+    return 0
+
+
+async def _ingest(args: argparse.Namespace, config: Config) -> int:
+    from climbd.ingest import ingest_file, terminal_progress
+    from climbd.storage import Database
+
+    state_dir = resolve_state_dir(args.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    db = await Database.open(state_dir / "climbd.db")
+    failures = 0
+    try:
+        for video in args.videos:
+            name = args.name or Path(video).stem
+            try:
+                result = await ingest_file(video, db, state_dir, config.pose, name=name,
+                                           progress=terminal_progress(name))
+            except ClimbdError as exc:
+                failures += 1
+                print(f"climbd ingest: {video}: {exc}", file=sys.stderr)
+                continue
+            if args.json:
+                print(json.dumps(result.to_dict()), flush=True)
+            else:
+                print(f"session {result.id} {result.name!r}: {result.frames} frames, "
+                      f"{result.frames_with_pose} with pose, {result.duration_s:.2f} s, "
+                      f"video {state_dir / result.video}", flush=True)
+    finally:
+        await db.close()
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``climbd`` command."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "check-config":
+            config = load_config(args.file)
+            print(f"{args.file}: OK")
+            return 0
+        if args.command == "run":
+            return _run(args)
+        if args.command == "ingest":
+            config = load_config(args.config)
+            logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+            return asyncio.run(_ingest(args, config))
+    except ConfigError as exc:
+        print(f"climbd: {exc}", file=sys.stderr)
+        return 2
+    except ClimbdError as exc:
+        print(f"climbd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""Configuration: one TOML file, typed pydantic models that reject unknown keys.
+
+The shipped ``config/climbd.toml`` sets every key to its built-in default with a comment
+(``tests/test_config.py`` proves it loads to exactly ``Config()``). Every validation error is
+reported with its dotted key path and the offending value, e.g.
+``capture.fps: Input should be greater than 0 (got -3)``.
+
+Precedence for the values the daemon runs with: command line > config file > built-in
+defaults. The state directory comes from ``--state-dir``, else ``$STATE_DIRECTORY`` (set by
+systemd's ``StateDirectory=``), else ``$XDG_STATE_HOME/climbd`` (``~/.local/state/climbd``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from climbd.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "CaptureConfig",
+    "Config",
+    "PoseConfig",
+    "RecordingConfig",
+    "ServerConfig",
+    "StorageConfig",
+    "VideoConfig",
+    "WebRTCConfig",
+    "load_config",
+    "parse_config",
+    "resolve_state_dir",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CaptureConfig(_Section):
+    """Where frames come from and how a lost source is retried."""
+
+    source: str = Field(
+        "/dev/video0",
+        description="V4L2 device path or index ('0'), video file path, or rtsp://, http(s):// URL",
+    )
+    loop: bool = Field(False, description="Loop a video file source forever")
+    width: int = Field(1280, gt=0, description="Requested camera width in pixels (V4L2 only)")
+    height: int = Field(720, gt=0, description="Requested camera height in pixels (V4L2 only)")
+    fps: float = Field(30.0, gt=0, le=240, description="Requested camera frame rate (V4L2 only)")
+    input_format: str = Field(
+        "", description="V4L2 pixel format to ask for, e.g. 'mjpeg' or 'yuyv422'; '' = driver's"
+    )
+    stall_timeout_s: float = Field(
+        5.0, gt=0, description="Seconds without a frame before the source counts as lost"
+    )
+    retry_initial_s: float = Field(1.0, gt=0, description="First reconnect delay in seconds")
+    retry_max_s: float = Field(30.0, gt=0, description="Longest reconnect delay in seconds")
+
+
+class PoseConfig(_Section):
+    """MediaPipe BlazePose settings (legacy ``mp.solutions.pose``, tracking mode)."""
+
+    enabled: bool = True
+    model_complexity: Literal[1] = Field(
+        1, description="1 = BlazePose GHUM Full, the only model shipped in mediapipe 0.10.18"
+    )
+    min_detection_confidence: float = Field(0.5, ge=0, le=1)
+    min_tracking_confidence: float = Field(0.5, ge=0, le=1)
+    smooth_landmarks: bool = True
+
+
+class VideoConfig(_Section):
+    """The single H.264 encode that feeds the recorder and every live viewer."""
+
+    encoder: str = Field("libx264", description="FFmpeg encoder name, e.g. h264_v4l2m2m on a Pi")
+    preset: str = Field("veryfast", description="Encoder preset ('' to leave unset)")
+    bitrate_kbps: int = Field(2500, gt=0, le=100_000)
+    keyframe_interval_s: float = Field(1.0, gt=0, le=10, description="GOP length in seconds")
+    options: dict[str, str] = Field(
+        default_factory=dict, description="Extra FFmpeg encoder options (strings)"
+    )
+
+
+class RecordingConfig(_Section):
+    """Sessions: pre-roll, commit cadence, limits."""
+
+    pre_roll_s: float = Field(
+        10.0, ge=0, le=120, description="Seconds of video and pose kept in memory before a trigger"
+    )
+    commit_interval_s: float = Field(
+        1.0, gt=0, le=1.0, description="Pose rows are committed to SQLite at least this often"
+    )
+    max_duration_s: float = Field(
+        1800.0, gt=0, description="A recording stops by itself after this many seconds"
+    )
+
+
+class ServerConfig(_Section):
+    """The HTTP server the tablets talk to."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class WebRTCConfig(_Section):
+    """Live view over WebRTC (WHEP): ICE servers, host candidates, viewer limits."""
+
+    ice_servers: list[str] = Field(
+        default_factory=list,
+        description="STUN/TURN URLs (RFC 7064/7065), e.g. 'stun:192.168.1.2:3478'; empty = none "
+        "(the appliance is offline; aiortc would otherwise use a public Google STUN server)",
+    )
+    host_candidates: list[str] = Field(
+        default_factory=list,
+        description="Only offer ICE host candidates on these local IP addresses (e.g. "
+        "['192.168.1.20'] or ['127.0.0.1']); empty = every interface but 127.0.0.1",
+    )
+    max_viewers: int = Field(8, ge=0, le=256, description="Concurrent WebRTC viewers")
+    max_websockets: int = Field(
+        32, ge=0, le=1024, description="Concurrent /api/live WebSocket clients"
+    )
+    ice_timeout_s: float = Field(
+        15.0, gt=0, le=300,
+        description="Seconds a new viewer may take to connect (ICE + DTLS) before it is dropped",
+    )
+
+    @field_validator("ice_servers")
+    @classmethod
+    def _check_ice_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if url.split(":", 1)[0].lower() not in ("stun", "stuns", "turn", "turns"):
+                raise ValueError(f"{url!r} is not a stun:, stuns:, turn: or turns: URL")
+        return urls
+
+    @field_validator("host_candidates")
+    @classmethod
+    def _check_addresses(cls, addresses: list[str]) -> list[str]:
+        import ipaddress
+
+        for address in addresses:
+            ipaddress.ip_address(address)  # ValueError names the bad address
+        return addresses
+
+
+class StorageConfig(_Section):
+    """The state directory's contents."""
+
+    reserve_mb: float = Field(
+        4.0,
+        ge=0,
+        description="Size of a ballast file freed when the disk fills, so a failed recording "
+        "can still be closed cleanly",
+    )
+
+
+GpioAction = Literal["none", "toggle_recording", "start_recording", "stop_recording", "save_last"]
+
+
+class ButtonConfig(_Section):
+    """One push button on a GPIO input line, read through libgpiod v2 (``climbd.hardware``)."""
+
+    line: str | int = Field(
+        description="Line name as the chip reports it (e.g. 'GPIO17' on a Raspberry Pi, see "
+        "`gpioinfo`) or the line's offset on the chip"
+    )
+    label: str = Field("", description="Name used in logs and health; '' = the line")
+    short_press: GpioAction = Field(
+        "toggle_recording", description="Action when the button is released before long_press_s"
+    )
+    long_press: GpioAction = Field(
+        "save_last",
+        description="Action fired as soon as the button has been held for long_press_s",
+    )
+    save_last_s: float | None = Field(
+        None, gt=0, le=120, description="Seconds kept by 'save_last'; unset = recording.pre_roll_s"
+    )
+    active_low: bool = Field(
+        True, description="True for a button that connects the line to ground when pressed"
+    )
+    bias: Literal["pull_up", "pull_down", "disabled", "as_is"] = Field(
+        "pull_up", description="Line bias; 'pull_up' suits a button wired to ground"
+    )
+
+
+class LedConfig(_Section):
+    """An output line driving an LED that is lit while a recording runs."""
+
+    line: str | int = Field(description="Line name (e.g. 'GPIO27') or offset on the chip")
+    active_low: bool = Field(False, description="True if the LED lights when the line is low")
+
+
+class GpioConfig(_Section):
+    """Physical buttons and the recording LED (libgpiod v2 character device)."""
+
+    enabled: bool = Field(False, description="Read buttons and drive the LED")
+    chip: str = Field(
+        "/dev/gpiochip0",
+        description="GPIO character device, or '' to search every /dev/gpiochip* for the lines",
+    )
+    debounce_ms: float = Field(
+        30.0, ge=0, le=1000, description="Edges closer than this to the last accepted edge are "
+        "contact bounce (milliseconds)"
+    )
+    long_press_s: float = Field(
+        1.5, gt=0, le=30, description="Hold time in seconds that turns a press into a long press"
+    )
+    buttons: list[ButtonConfig] = Field(default_factory=list, description="The push buttons")
+    led: LedConfig | None = Field(None, description="Recording LED; unset = no LED")
+
+
+class Config(_Section):
+    """The whole configuration file. Every section is optional."""
+
+    capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    pose: PoseConfig = Field(default_factory=PoseConfig)
+    video: VideoConfig = Field(default_factory=VideoConfig)
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    gpio: GpioConfig = Field(default_factory=GpioConfig)
+    webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+def _problems(exc: ValidationError, data: dict[str, Any]) -> list[tuple[str, str, object]]:
+    out = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        out.append((path, msg, err.get("input")))
+    return out
+
+
+def parse_config(data: dict[str, Any], origin: str = "<config>") -> Config:
+    """Validate a parsed TOML mapping into a :class:`Config`.
+
+    Raises:
+        ConfigError: with one ``(key_path, message, value)`` problem per bad key.
+    """
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration in {origin}", _problems(exc, data)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Read and validate a TOML config file; ``None`` gives the built-in defaults.
+
+    Raises:
+        ConfigError: the file is missing, not TOML, or has bad or unknown keys.
+    """
+    if path is None:
+        return Config()
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p} is not valid TOML: {exc}") from None
+    return parse_config(data, str(p))
+
+
+def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
+    """Return a copy of ``config`` with dotted-key overrides applied and re-validated.
+
+    ``overrides`` maps ``"capture.source"``-style keys to values; ``None`` values are ignored
+    (an option not given on the command line).
+
+    Raises:
+        ConfigError: an override has a bad value.
+    """
+    data = config.model_dump()
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return parse_config(data, "command line")
+
+
+def resolve_state_dir(cli_value: str | os.PathLike[str] | None = None) -> Path:
+    """Pick the state directory: ``--state-dir``, else ``$STATE_DIRECTORY``, else per-user.
+
+    systemd may pass several colon-separated paths in ``$STATE_DIRECTORY``; the first is used.
+    The directory is not created here.
+    """
+    if cli_value:
+        return Path(cli_value).expanduser()
+    env = os.environ.get("STATE_DIRECTORY")
+    if env:
+        return Path(env.split(":")[0])
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "climbd"

@@ -1,0 +1,85 @@
+"""The exception tree of climbd, in one place (as httpx does).
+
+::
+
+    ClimbdError
+    ├── ConfigError                 bad or unknown configuration value (key path + value)
+    ├── SourceError                 a capture source cannot be opened or stopped delivering
+    ├── PoseError                   the pose model cannot be loaded or failed on a frame
+    ├── StorageError                the database or the video files cannot be used
+    │   ├── DiskFullError           ENOSPC / SQLITE_FULL while writing
+    │   └── SessionNotFound         no session with that id
+    ├── RecordingError              a recording command that cannot be carried out now
+    │   ├── AlreadyRecording        start while a recording runs
+    │   ├── NotRecording            stop while nothing records
+    │   └── NoMediaYet              save-last/pre-roll before any keyframe was captured
+    └── ExportError                 an export that cannot be made
+
+HTTP handlers map these to 4xx/5xx JSON errors (see :mod:`climbd.api`); stage modules raise
+them and never know about HTTP.
+"""
+
+from __future__ import annotations
+
+
+class ClimbdError(Exception):
+    """Base class of every error climbd raises on purpose."""
+
+
+class ConfigError(ClimbdError):
+    """A configuration file or value is invalid.
+
+    ``problems`` lists ``(key_path, message, value)`` tuples, one per bad key, e.g.
+    ``("capture.fps", "Input should be greater than 0", -3)``.
+    """
+
+    def __init__(self, message: str, problems: list[tuple[str, str, object]] | None = None):
+        self.problems = problems or []
+        if self.problems:
+            lines = [f"{path}: {msg} (got {value!r})" for path, msg, value in self.problems]
+            message = message + "\n  " + "\n  ".join(lines)
+        super().__init__(message)
+
+
+class SourceError(ClimbdError):
+    """A capture source (camera, file, URL) cannot be opened or failed while reading."""
+
+
+class PoseError(ClimbdError):
+    """The pose model cannot be loaded, or inference failed."""
+
+
+class StorageError(ClimbdError):
+    """The session database or the session files cannot be read or written."""
+
+
+class DiskFullError(StorageError):
+    """The disk holding the state directory is full (ENOSPC or SQLITE_FULL)."""
+
+
+class SessionNotFound(StorageError):
+    """No session has the given id (or it is not visible to the caller)."""
+
+    def __init__(self, session_id: object):
+        self.session_id = session_id
+        super().__init__(f"no session with id {session_id!r}")
+
+
+class RecordingError(ClimbdError):
+    """A recording command cannot be carried out in the recorder's current state."""
+
+
+class AlreadyRecording(RecordingError):
+    """``start`` was asked while a recording is running."""
+
+
+class NotRecording(RecordingError):
+    """``stop`` was asked while nothing is recording."""
+
+
+class NoMediaYet(RecordingError):
+    """No keyframe has been captured yet, so there is nothing to record or save."""
+
+
+class ExportError(ClimbdError):
+    """An export cannot be produced (unknown session, bad range, disk full...)."""

@@ -1,0 +1,137 @@
+"""Shared fixtures: real clips from ../shared/media, free loopback ports, a daemon process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+MEDIA = REPO.parent / "shared" / "media"
+STEEPWALL = MEDIA / "climb_steepwall_static.mp4"   # 540x720, 25 fps, 377 frames
+HANDHELD = MEDIA / "climb_vertical_handheld.mp4"   # 406x720, 29.97 fps, 552 frames
+SHORT = MEDIA / "climb_short_2s.mp4"               # 404x720, 30 fps, 73 frames
+CLIPS = [STEEPWALL, HANDHELD, SHORT]
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+
+@pytest.fixture(scope="session")
+def media() -> Path:
+    """The shared test media folder (skips the test if it is absent)."""
+    if not SHORT.exists():
+        pytest.skip(f"test media not found at {MEDIA}")
+    return MEDIA
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http(method: str, url: str, body: Any = None, timeout: float = 30.0,
+         raw: bytes | None = None, headers: dict[str, str] | None = None
+         ) -> tuple[int, Any]:
+    """A tiny blocking HTTP client for tests: returns (status, parsed JSON or bytes)."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            status, payload, ctype = r.status, r.read(), r.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as e:
+        status, payload, ctype = e.code, e.read(), e.headers.get("Content-Type", "")
+    if "json" in ctype:
+        return status, json.loads(payload)
+    return status, payload
+
+
+class DaemonProcess:
+    """``climbd run`` as a real subprocess on 127.0.0.1."""
+
+    def __init__(self, state_dir: Path, source: Path | str, *extra: str, loop: bool = True,
+                 env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.state_dir = state_dir
+        self.base = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "climbd", "run", "--source", str(source),
+               "--state-dir", str(state_dir), "--host", "127.0.0.1", "--port", str(self.port),
+               *extra]
+        if loop:
+            cmd.append("--loop")
+        self.log_path = state_dir.parent / f"daemon-{self.port}.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})}, cwd=REPO)
+
+    def wait_ready(self, timeout: float = 60.0, capture: bool = True) -> dict[str, Any]:
+        """Wait until /api/health answers (and capture runs, if asked); returns health."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                status, last = http("GET", self.base + "/api/health", timeout=2)
+                if status == 200 and (not capture or (
+                        last["capture"]["state"] == "running" and last["pose"]["results"] > 0)):
+                    return dict(last)
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"daemon not ready in {timeout}s: {last}\n{self.log()}")
+
+    def get(self, path: str, **kw: Any) -> tuple[int, Any]:
+        return http("GET", self.base + path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        return http("POST", self.base + path, body if body is not None else {}, **kw)
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        self.proc.send_signal(sig)
+        self.proc.wait(30)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start ``climbd run`` subprocesses; all are stopped at teardown."""
+    procs: list[DaemonProcess] = []
+
+    def start(source: Path | str = STEEPWALL, *extra: str, state_dir: Path | None = None,
+              loop: bool = True, env: dict[str, str] | None = None) -> DaemonProcess:
+        d = DaemonProcess(state_dir or tmp_path / "state", source, *extra, loop=loop, env=env)
+        procs.append(d)
+        return d
+
+    yield start
+    for d in procs:
+        d.stop()
