@@ -1,3 +1,7 @@
-from climbd.cli import main
+"""``python -m climbd``."""
+
 import sys
+
+from climbd.cli import main
+
 sys.exit(main())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Generic, Literal, TypeVar
 
@@ -112,10 +113,8 @@ class Broadcast(Generic[T]):
 
     def publish_threadsafe(self, item: T) -> None:
         """Deliver ``item`` from a worker thread (scheduled onto the loop)."""
-        try:
+        with contextlib.suppress(RuntimeError):  # loop closed during shutdown
             self._loop.call_soon_threadsafe(self.publish, item)
-        except RuntimeError:  # loop closed during shutdown
-            pass
 
     def close(self) -> None:
         """Close every subscription (consumers drain, then see end of stream)."""

@@ -17,6 +17,7 @@ exponential backoff while the daemon keeps serving.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
@@ -189,10 +190,8 @@ class AvSource:
 
     def close(self) -> None:
         """Close the container (idempotent)."""
-        try:
+        with contextlib.suppress(av.FFmpegError):
             self._container.close()
-        except av.FFmpegError:  # pragma: no cover
-            pass
 
 
 def open_source(spec: str, config: CaptureConfig, first_number: int = 0) -> FrameSource:

@@ -15,7 +15,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ class IngestResult:
                 "video": self.video, "source": self.source}
 
 
-def decode_rgb_frames(path: str | Path):  # type: ignore[no-untyped-def]
+def decode_rgb_frames(path: str | Path) -> Iterator[tuple[int, float, np.ndarray]]:
     """Yield ``(index, t_s, rgb)`` for every frame of a video file.
 
     ``t_s`` is seconds from the first frame's presentation time; ``rgb`` an ``(H, W, 3)``

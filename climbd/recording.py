@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,13 @@ from climbd.errors import (
     StorageError,
 )
 from climbd.pose import Pose
-from climbd.storage import Database, FragmentedMp4Writer, SessionRecord, finalize
+from climbd.storage import (
+    Database,
+    FragmentedMp4Writer,
+    SessionRecord,
+    SessionStatus,
+    finalize,
+)
 from climbd.video import EncodedPacket
 
 __all__ = ["Ballast", "PreRollBuffer", "Recorder"]
@@ -197,10 +203,9 @@ class _Active:
     frames: int = 0
     last_ts: float = 0.0
     last_pose_frame: int = -1
-    pending: list[Pose] | None = None
-
-    def __post_init__(self) -> None:
-        self.pending = []
+    pending: list[Pose] = field(default_factory=list)
+    #: set whenever a pose result for this session arrives (stop waits for the last frames)
+    pose_arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def duration_s(self) -> float:
@@ -315,7 +320,8 @@ class Recorder:
         if pose.frame_number < a.start.frame_number:
             return
         a.last_pose_frame = max(a.last_pose_frame, pose.frame_number)
-        if pose.detected and a.pending is not None:
+        a.pose_arrived.set()
+        if pose.detected:
             a.pending.append(pose)
 
     async def _commit_loop(self) -> None:
@@ -338,12 +344,12 @@ class Recorder:
                     await self.stop()
 
     async def _commit(self, a: _Active) -> None:
-        poses, a.pending = a.pending or [], []
+        poses, a.pending = a.pending, []
         if poses:
             frames = np.array([p.frame_number - a.start.frame_number for p in poses], np.int32)
             times = np.array([p.timestamp - a.start.timestamp for p in poses], np.float64)
-            image = np.stack([p.image for p in poses]).astype(np.float32)
-            world = np.stack([p.world for p in poses]).astype(np.float32)
+            image = np.stack([p.image for p in poses if p.image is not None])
+            world = np.stack([p.world for p in poses if p.world is not None])
         else:
             frames = np.zeros(0, np.int32)
             times = np.zeros(0, np.float64)
@@ -425,7 +431,9 @@ class Recorder:
             last_frame = a.start.frame_number + a.frames - 1
             deadline = time.monotonic() + 0.5
             while a.last_pose_frame < last_frame and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
+                a.pose_arrived.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(a.pose_arrived.wait(), deadline - time.monotonic())
             self._active = None
             return await self._finish(a, "completed", None)
 
@@ -452,7 +460,8 @@ class Recorder:
             self._ballast.release()
         await self._finish(a, "failed", reason)
 
-    async def _finish(self, a: _Active, status: str, error: str | None) -> SessionRecord:
+    async def _finish(self, a: _Active, status: SessionStatus, error: str | None
+                      ) -> SessionRecord:
         await asyncio.to_thread(a.writer.close)
         if a.writer.error is not None and error is None:
             status, error = "failed", f"video: {a.writer.error}"

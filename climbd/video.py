@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import av
 
@@ -113,7 +114,8 @@ class VideoEncoder:
 
     def _open(self, width: int, height: int) -> None:
         cfg = self._config
-        ctx = av.CodecContext.create(cfg.encoder, "w")
+        ctx = cast(av.video.codeccontext.VideoCodecContext,
+                   av.CodecContext.create(cfg.encoder, "w"))
         ctx.width, ctx.height = width, height
         ctx.pix_fmt = "yuv420p"
         ctx.time_base = TIME_BASE

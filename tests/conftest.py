@@ -74,7 +74,7 @@ class DaemonProcess:
         if loop:
             cmd.append("--loop")
         self.log_path = state_dir.parent / f"daemon-{self.port}.log"
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})}, cwd=REPO)
 

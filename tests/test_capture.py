@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def test_loop_continues_numbers_and_time(media: Path) -> None:
     nums = [f.number for f in frames if f]
     assert nums == list(range(100, 100 + len(frames)))
     ts = [f.timestamp for f in frames if f]
-    steps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
+    steps = [b - a for a, b in itertools.pairwise(ts)]
     assert min(steps) > 0.02 and max(steps) < 0.05  # 30 fps, across the loop seam too
 
 

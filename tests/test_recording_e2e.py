@@ -128,7 +128,7 @@ def test_kill_9_mid_recording_then_restart(daemon_factory, media: Path, tmp_path
     assert row[0] == "recording"
     # committed at least once a second: frames up to ≤ 1 s before the kill are there
     assert row[1] >= (recorded_s - 1.0 - 0.2) * FPS, (row, recorded_s)
-    frames, times = _pose_rows(state / "climbd.db", started["id"])
+    _, times = _pose_rows(state / "climbd.db", started["id"])
     assert len(times) and times.max() >= recorded_s - 1.0 - 0.3 - 0.2
 
     d2 = daemon_factory(STEEPWALL, state_dir=state)
