@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                      "or ~/.local/state/climbd)")
     run.add_argument("--host", help="HTTP listen address")
     run.add_argument("--port", type=int, help="HTTP port (0 = any free port)")
+    run.add_argument("--strict", action="store_true",
+                     help="exit on a bad config file instead of starting in safe mode")
 
     ing = sub.add_parser("ingest", help="turn video files into sessions (pose on every frame)")
     ing.add_argument("videos", nargs="+", help="video files")
@@ -60,15 +62,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Run the daemon; a bad config file starts it in safe mode (UI reachable, no capture)."""
     from climbd.daemon import Daemon
 
-    config = with_overrides(load_config(args.config), {
-        "capture.source": args.source, "capture.loop": args.loop,
-        "server.host": args.host, "server.port": args.port,
-    })
+    overrides = {"capture.source": args.source, "capture.loop": args.loop,
+                 "server.host": args.host, "server.port": args.port}
+    safe_mode = None
+    try:
+        config = with_overrides(load_config(args.config), overrides)
+    except ConfigError as exc:
+        if args.strict:
+            raise
+        safe_mode = str(exc)
+        config = with_overrides(Config(), {k: v for k, v in overrides.items()
+                                           if k.startswith("server.")})
     _setup_logging(config.log_level)
     state_dir = resolve_state_dir(args.state_dir)
-    daemon = Daemon(config, state_dir)
+    daemon = Daemon(config, state_dir, safe_mode=safe_mode)
     asyncio.run(daemon.run_forever())
     return 0
 

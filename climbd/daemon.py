@@ -49,11 +49,16 @@ class Daemon:
         state_dir: where the database and session files live (created if missing).
         source_factory: capture seam for tests (fake camera); default opens
             ``config.capture.source``.
+        safe_mode: why the daemon runs in safe mode (the config file was invalid): the
+            HTTP API and web UI stay reachable with built-in defaults, but nothing is
+            captured; health reports the reason.
     """
 
     def __init__(self, config: Config, state_dir: Path,
-                 source_factory: Callable[[int], FrameSource] | None = None):
+                 source_factory: Callable[[int], FrameSource] | None = None,
+                 safe_mode: str | None = None):
         self.config = config
+        self.safe_mode = safe_mode
         self.state_dir = state_dir
         self._source_factory = source_factory
         self.db: Database
@@ -106,7 +111,10 @@ class Daemon:
         if recovered:
             log.warning("recovered %d interrupted session(s)", len(recovered))
         self._tasks.append(asyncio.create_task(self.recorder.run(), name="recorder"))
-        self.pipeline.start()
+        if self.safe_mode:
+            log.error("SAFE MODE (nothing is captured): %s", self.safe_mode)
+        else:
+            self.pipeline.start()
 
         from climbd.api import create_app
 
@@ -119,7 +127,8 @@ class Daemon:
         if server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]
         log.info("listening on http://%s:%s", self.config.server.host, self.port)
-        await asyncio.to_thread(self.pipeline.capture.opened.wait, 15.0)
+        if not self.safe_mode:
+            await asyncio.to_thread(self.pipeline.capture.opened.wait, 15.0)
         self._start_service()
 
     def _start_service(self) -> None:
@@ -198,7 +207,10 @@ class Daemon:
             problems.append("pose error")
         if report["video"]["error"]:
             problems.append("video error")
-        report["status"] = "degraded" if problems else "ok"
+        if self.safe_mode:
+            problems.insert(0, f"safe mode: {self.safe_mode}")
+        report["safe_mode"] = self.safe_mode
+        report["status"] = "safe_mode" if self.safe_mode else "degraded" if problems else "ok"
         report["problems"] = problems
         report["uptime_s"] = round(time.monotonic() - self.started_at, 1)
         return report

@@ -10,6 +10,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -195,3 +196,20 @@ def test_full_disk_fails_the_recording_and_keeps_serving(
         assert d.get("/api/health")[0] == 200
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_bad_config_starts_in_safe_mode(daemon_factory, tmp_path: Path) -> None:
+    """A typo in the config keeps the API reachable and says what is wrong."""
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[capture]\nframerate = 30\n")
+    d = daemon_factory(STEEPWALL, "--config", str(cfg))
+    health = d.wait_ready(capture=False)
+    assert health["status"] == "safe_mode"
+    assert "capture.framerate: unknown key" in health["safe_mode"]
+    status, body = d.post("/api/recordings/start", {})
+    assert status == 503 and "no video" in body["message"]
+    assert d.get("/api/sessions")[0] == 200
+    strict = subprocess.run(
+        [sys.executable, "-m", "climbd", "run", "--strict", "--config", str(cfg)],
+        capture_output=True, text=True, timeout=60)
+    assert strict.returncode == 2 and "capture.framerate" in strict.stderr
