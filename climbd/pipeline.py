@@ -224,16 +224,19 @@ class Pipeline:
         now = time.monotonic()
         cap = self.capture
         inf = list(self._inference_ms)
+        state = cap.state.value
+        age = None if cap.last_frame_at is None else max(0.0, now - cap.last_frame_at)
+        if state == "running" and age is not None and age > self.config.capture.stall_timeout_s:
+            state = "stalled"  # open, but no frame for stall_timeout_s (wedged camera)
         return {
             "capture": {
-                "state": cap.state.value,
+                "state": state,
                 "source": self.config.capture.source,
                 "fps": round(cap.fps, 2),
                 "frames": cap.frames,
                 "error": cap.error,
                 "reconnects": cap.reconnects,
-                "last_frame_age_s": None if cap.last_frame_at is None
-                else round(max(0.0, now - cap.last_frame_at), 3),
+                "last_frame_age_s": None if age is None else round(age, 3),
             },
             "video": {
                 "encoder": self.config.video.encoder,

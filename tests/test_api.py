@@ -179,3 +179,20 @@ async def test_recording_survives_a_camera_dropout(api: Any) -> None:
     await asyncio.sleep(0.6)
     status, s = await c.req("POST", "/api/recordings/stop")
     assert status == 200 and s["status"] == "completed" and s["frame_count"] > 10
+
+
+async def test_wedged_camera_shows_as_stalled(api: Any) -> None:
+    c, daemon, rig = api
+    daemon.config.capture.stall_timeout_s = 0.3
+    await _wait_frames(daemon, 5)
+    rig.stall()
+    try:
+        await asyncio.sleep(0.6)
+        _, h = await c.req("GET", "/api/health")
+        assert h["capture"]["state"] == "stalled" and h["capture"]["last_frame_age_s"] > 0.3
+        assert not daemon.pipeline_alive()
+    finally:
+        rig.resume()
+    await asyncio.sleep(0.3)
+    _, h = await c.req("GET", "/api/health")
+    assert h["capture"]["state"] == "running"

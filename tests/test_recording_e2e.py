@@ -213,3 +213,22 @@ def test_bad_config_starts_in_safe_mode(daemon_factory, tmp_path: Path) -> None:
         [sys.executable, "-m", "climbd", "run", "--strict", "--config", str(cfg)],
         capture_output=True, text=True, timeout=60)
     assert strict.returncode == 2 and "capture.framerate" in strict.stderr
+
+
+@pytest.mark.parametrize("kind", ["missing", "corrupt"])
+def test_bad_video_source_is_reported_and_the_daemon_serves(
+        daemon_factory, tmp_path: Path, kind: str) -> None:
+    source = tmp_path / f"{kind}.mp4"
+    if kind == "corrupt":
+        source.write_bytes(b"\x00\x00\x00\x20ftypisom" + b"\xde\xad\xbe\xef" * 5000)
+    d = daemon_factory(source)
+    health = d.wait_ready(capture=False)
+    deadline = time.monotonic() + 20
+    while health["capture"]["state"] != "lost" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        health = d.get("/api/health")[1]
+    assert health["capture"]["state"] == "lost" and health["status"] == "degraded"
+    assert source.name in health["capture"]["error"]
+    status, body = d.post("/api/recordings/start", {})
+    assert status == 503 and body["error"] == "NoMediaYet"
+    assert d.get("/api/sessions")[0] == 200
