@@ -131,7 +131,10 @@ class Pipeline:
     def stop(self) -> None:
         """Stop capture, drain the encoder, stop pose; joins the threads."""
         self.capture.stop()
-        self._encode_q.put(_STOP)
+        try:
+            self._encode_q.put(_STOP, timeout=2.0)
+        except queue.Full:  # encoder wedged: its thread is a daemon thread, leave it
+            log.error("encoder did not drain its queue on stop")
         self._pose_slot.close()
         for t in self._threads:
             t.join(5.0)

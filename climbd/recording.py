@@ -170,6 +170,11 @@ class _WriterThread:
     def put(self, packet: EncodedPacket) -> None:
         self._q.put(packet)
 
+    @property
+    def backlog(self) -> int:
+        """Packets queued but not yet written (grows when the disk is slower than video)."""
+        return self._q.qsize()
+
     def _run(self) -> None:
         writer = None
         try:
@@ -225,6 +230,9 @@ class Recorder:
         source: text stored with each session (the capture source).
         ballast: reserve space released on a full disk.
     """
+
+    #: video packets (≈10 s at 30 fps) the writer may fall behind before the recording fails
+    MAX_WRITER_BACKLOG = 300
 
     def __init__(
         self,
@@ -332,6 +340,10 @@ class Recorder:
                 continue
             if a.writer.error is not None:
                 await self._fail(f"video: {a.writer.error}")
+                continue
+            if a.writer.backlog > self.MAX_WRITER_BACKLOG:
+                await self._fail(f"the disk is too slow: {a.writer.backlog} video frames "
+                                 "waiting to be written")
                 continue
             try:
                 await self._commit(a)
