@@ -249,6 +249,10 @@ class CaptureWorker:
         """Start the capture thread."""
         self._thread.start()
 
+    def is_alive(self) -> bool:
+        """True while the capture thread runs (reading or waiting to reconnect)."""
+        return self._thread.is_alive()
+
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the thread to stop and wait up to ``timeout`` seconds for it."""
         self._stop.set()

@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from climbd import retention
 from climbd.broadcast import Broadcast
 from climbd.capture import FrameSource
 from climbd.config import Config
@@ -111,25 +112,39 @@ class Daemon:
         if recovered:
             log.warning("recovered %d interrupted session(s)", len(recovered))
         self._tasks.append(asyncio.create_task(self.recorder.run(), name="recorder"))
+        self._tasks.append(asyncio.create_task(retention.run(self), name="retention"))
         if self.safe_mode:
             log.error("SAFE MODE (nothing is captured): %s", self.safe_mode)
         else:
             self.pipeline.start()
+            self._start_gpio()
 
         from climbd.api import create_app
 
         self.app = create_app(self)
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        from climbd.security.transport import make_site, runner_options
+
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                     **runner_options(self.config))
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.server.host, self.config.server.port)
+        site = make_site(self._runner, self.config)  # TLS if configured, connection cap
         await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
-        log.info("listening on http://%s:%s", self.config.server.host, self.port)
+        self.port = site.port
+        log.info("listening on %s://%s:%s", "https" if site.tls else "http",
+                 self.config.server.host, self.port)
         if not self.safe_mode:
             await asyncio.to_thread(self.pipeline.capture.opened.wait, 15.0)
         self._start_service()
+
+    def _start_gpio(self) -> None:
+        """Buttons and the recording LED, if configured; a bad chip is reported, not fatal."""
+        if not self.config.gpio.enabled:
+            return
+        from climbd.hardware import GpioButtons
+
+        self.gpio = GpioButtons(self.config.gpio, self)
+        self._tasks.append(asyncio.create_task(self.gpio.run(), name="gpio"))
+        self.health_sources["gpio"] = self.gpio.health
 
     def _start_service(self) -> None:
         """Tell systemd we are ready and start the watchdog/status supervisor, if present."""

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from climbd.broadcast import Broadcast
-from climbd.capture import CaptureWorker, Frame, FrameSource, open_source
+from climbd.capture import CaptureState, CaptureWorker, Frame, FrameSource, open_source
 from climbd.config import Config
 from climbd.errors import PoseError
 from climbd.pose import Pose, PoseEstimator
@@ -212,10 +212,19 @@ class Pipeline:
     def alive(self, max_age_s: float | None = None) -> bool:
         """True while fresh frames are being encoded and (if enabled) pose results arrive.
 
+        While the source is missing and being retried, or a file source has ended, the
+        pipeline counts as alive if the capture thread runs: the systemd watchdog restarts a
+        *wedged* pipeline (an open camera that stopped delivering, a stuck inference), not
+        one that is waiting for a camera to be plugged in.
+
         ``max_age_s`` defaults to the capture stall timeout.
         """
         max_age = max_age_s if max_age_s is not None else self.config.capture.stall_timeout_s
         now = time.monotonic()
+        if self.capture.state in (CaptureState.CONNECTING, CaptureState.LOST, CaptureState.ENDED):
+            # A missing camera is being retried (a restart would not bring it back) and an
+            # ended file is done: alive as long as the capture thread itself runs.
+            return self.capture.is_alive() or self.capture.state is CaptureState.ENDED
         if self.last_packet_at is None or now - self.last_packet_at > max_age:
             return False
         if self.config.pose.enabled and self.pose_error is None:

@@ -1,0 +1,787 @@
+"""Push buttons and a recording LED on GPIO lines, through libgpiod v2.
+
+A button is a line requested as an input with edge detection on both edges, a pull-up bias
+and ``active_low`` (a button that connects the line to ground reads *active* while pressed), so
+a press is a ``RISING_EDGE`` event and a release a ``FALLING_EDGE`` event in libgpiod's logical
+terms. Edge events are read on the asyncio loop: ``loop.add_reader(request.fd, ...)`` and
+``request.read_edge_events()`` (libgpiod v2 Python bindings, ``gpiod.LineRequest``; see
+https://libgpiod.readthedocs.io/en/latest/python_line_request.html).
+
+Debounce is done twice:
+
+- the kernel is asked for ``debounce_period`` (gpiolib-cdev, uAPI v2,
+  ``GPIO_V2_LINE_ATTR_ID_DEBOUNCE``); if the request with a debounce period fails it is made
+  again without one;
+- in software: an edge closer than ``debounce_ms`` to the last *accepted* edge of the same line,
+  measured with the events' own ``timestamp_ns`` (``CLOCK_MONOTONIC`` — libgpiod's default
+  ``event_clock`` — the clock of :func:`time.monotonic_ns`), is contact bounce and ignored. When
+  the window after an accepted edge closes, the line's level is read back and, if the bounce
+  ended in the other state, that state is taken (a glitch never leaves a button "held").
+
+Press classification: released before ``long_press_s`` → the button's ``short_press`` action;
+held for ``long_press_s`` → its ``long_press`` action fires at the threshold, without waiting
+for the release. Actions: ``toggle_recording``, ``start_recording``, ``stop_recording``,
+``save_last`` (keeps the last ``save_last_s`` seconds, default ``recording.pre_roll_s``), or
+``none``. They run one after another on a worker task; a refused action
+(:class:`~climbd.errors.RecordingError`) is logged, never raised.
+
+A missing chip, a missing line or a busy line is logged as an error and reported by
+:meth:`GpioButtons.health` as ``{"state": "error", "error": "..."}``; the daemon keeps running
+without the buttons.
+
+libgpiod sits behind a small seam, :class:`Chip` and :class:`LineRequest`, so tests drive
+:class:`GpioButtons` with a fake chip; :func:`open_gpiod_chip` is the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import glob
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal, Protocol
+
+from climbd.config import ButtonConfig, GpioConfig
+from climbd.errors import ClimbdError
+
+__all__ = [
+    "CONSUMER",
+    "Chip",
+    "EdgeEvent",
+    "GpioButtons",
+    "GpioError",
+    "GpiodChip",
+    "LineRequest",
+    "LineSpec",
+    "find_chip_paths",
+    "open_gpiod_chip",
+]
+
+log = logging.getLogger(__name__)
+
+#: Consumer label shown by ``gpioinfo`` next to the lines climbd holds.
+CONSUMER = "climbd"
+#: How often the LED is brought in line with ``daemon.recorder.recording`` (seconds); a
+#: recording started from a tablet lights the LED within this time.
+LED_POLL_S = 0.25
+
+#: errno values with which a kernel refuses a debounce period it cannot do.
+_DEBOUNCE_REFUSED = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
+
+Bias = Literal["pull_up", "pull_down", "disabled", "as_is"]
+
+
+class GpioError(ClimbdError):
+    """A GPIO chip or line cannot be opened, found or requested.
+
+    ``errno`` is the OS error number when the kernel refused (e.g. ``EBUSY``), else None.
+    """
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+@dataclass(frozen=True)
+class LineSpec:
+    """How one line is requested, independent of libgpiod (maps onto ``gpiod.LineSettings``).
+
+    Attributes:
+        direction: ``"input"`` (a button) or ``"output"`` (an LED).
+        active_low: invert the line, so *active* means electrically low.
+        bias: pull resistor to enable.
+        edge_detection: report rising and falling edges (inputs only).
+        debounce_ms: kernel debounce period in milliseconds (0 = none).
+        output_value: initial logical value of an output.
+    """
+
+    direction: Literal["input", "output"]
+    active_low: bool = False
+    bias: Bias = "as_is"
+    edge_detection: bool = False
+    debounce_ms: float = 0.0
+    output_value: bool = False
+
+
+class EdgeEvent(Protocol):
+    """What climbd reads from an edge event (a subset of ``gpiod.EdgeEvent``).
+
+    ``event_type.name`` is ``"RISING_EDGE"`` (line became active) or ``"FALLING_EDGE"``;
+    ``timestamp_ns`` is on the line's event clock (``CLOCK_MONOTONIC`` by default).
+    """
+
+    @property
+    def event_type(self) -> Any: ...
+
+    @property
+    def timestamp_ns(self) -> int: ...
+
+    @property
+    def line_offset(self) -> int: ...
+
+
+class LineRequest(Protocol):
+    """The part of ``gpiod.LineRequest`` climbd uses; values are logical booleans."""
+
+    @property
+    def fd(self) -> int: ...
+
+    def read_edge_events(self) -> Sequence[EdgeEvent]: ...
+
+    def wait_edge_events(self, timeout: float) -> bool: ...
+
+    def get_value(self, offset: int) -> bool: ...
+
+    def set_value(self, offset: int, value: bool) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class Chip(Protocol):
+    """The part of ``gpiod.Chip`` climbd uses."""
+
+    @property
+    def path(self) -> str: ...
+
+    def line_offset_from_id(self, line: str | int) -> int: ...
+
+    def request_lines(self, config: dict[int, LineSpec], consumer: str) -> LineRequest: ...
+
+    def close(self) -> None: ...
+
+
+ChipOpener = Callable[[str], Chip]
+
+
+# --------------------------------------------------------------------------- libgpiod adapter
+
+
+class _GpiodRequest:
+    """Adapts ``gpiod.LineRequest`` to :class:`LineRequest` (booleans instead of ``Value``)."""
+
+    def __init__(self, request: Any) -> None:
+        import gpiod
+
+        self._request = request
+        self._value = gpiod.line.Value
+
+    @property
+    def fd(self) -> int:
+        return int(self._request.fd)
+
+    def read_edge_events(self) -> Sequence[EdgeEvent]:
+        return list(self._request.read_edge_events())
+
+    def wait_edge_events(self, timeout: float) -> bool:
+        return bool(self._request.wait_edge_events(timeout))
+
+    def get_value(self, offset: int) -> bool:
+        return bool(self._request.get_value(offset) == self._value.ACTIVE)
+
+    def set_value(self, offset: int, value: bool) -> None:
+        self._request.set_value(offset, self._value.ACTIVE if value else self._value.INACTIVE)
+
+    def release(self) -> None:
+        self._request.release()
+
+
+class GpiodChip:
+    """A GPIO character device opened with libgpiod v2 (``gpiod.Chip``).
+
+    Raises:
+        GpioError: the ``gpiod`` package is not installed (extra ``gpio``), or the device
+            cannot be opened (missing, not a GPIO chip, or no permission: the user must be in
+            the group owning ``/dev/gpiochip*``, ``gpio`` on Raspberry Pi OS).
+    """
+
+    def __init__(self, path: str) -> None:
+        try:
+            import gpiod
+        except ImportError:
+            raise GpioError(
+                "the gpiod package (libgpiod v2 bindings) is not installed: "
+                "install climbd with the 'gpio' extra"
+            ) from None
+        self._gpiod = gpiod
+        try:
+            self._chip = gpiod.Chip(path)
+        except OSError as exc:
+            raise GpioError(f"cannot open GPIO chip {path}: {exc.strerror or exc}") from None
+        self._path = path
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def line_offset_from_id(self, line: str | int) -> int:
+        """Offset of a line given by name (``"GPIO17"``) or offset.
+
+        Raises:
+            GpioError: no line of that name, or the offset is out of range.
+        """
+        try:
+            return int(self._chip.line_offset_from_id(line))
+        except (OSError, ValueError):
+            raise GpioError(
+                f"GPIO line {line!r} not found on {self._path} (`gpioinfo` lists line names)"
+            ) from None
+
+    def line_names(self) -> list[str]:
+        """Names of every line of the chip ('' for unnamed lines)."""
+        n = self._chip.get_info().num_lines
+        return [self._chip.get_line_info(i).name or "" for i in range(n)]
+
+    def request_lines(self, config: dict[int, LineSpec], consumer: str) -> LineRequest:
+        """Request the lines with libgpiod settings built from each :class:`LineSpec`.
+
+        Raises:
+            GpioError: the request failed (``EBUSY``: another process holds a line).
+        """
+        g = self._gpiod
+        bias = {
+            "pull_up": g.line.Bias.PULL_UP,
+            "pull_down": g.line.Bias.PULL_DOWN,
+            "disabled": g.line.Bias.DISABLED,
+            "as_is": g.line.Bias.AS_IS,
+        }
+        settings: dict[Any, Any] = {}
+        for offset, spec in config.items():
+            s = g.LineSettings(
+                direction=g.line.Direction.OUTPUT
+                if spec.direction == "output"
+                else g.line.Direction.INPUT,
+                edge_detection=g.line.Edge.BOTH if spec.edge_detection else g.line.Edge.NONE,
+                bias=bias[spec.bias],
+                active_low=spec.active_low,
+                debounce_period=timedelta(milliseconds=spec.debounce_ms),
+            )
+            if spec.direction == "output":
+                s.output_value = g.line.Value.ACTIVE if spec.output_value else g.line.Value.INACTIVE
+            settings[offset] = s
+        try:
+            request = self._chip.request_lines(config=settings, consumer=consumer)
+        except OSError as exc:
+            hint = " (another process holds the line)" if exc.errno == errno.EBUSY else ""
+            raise GpioError(
+                f"cannot request lines {sorted(config)} on {self._path}: "
+                f"{exc.strerror or exc}{hint}",
+                exc.errno,
+            ) from None
+        return _GpiodRequest(request)
+
+    def close(self) -> None:
+        self._chip.close()
+
+
+def open_gpiod_chip(path: str) -> Chip:
+    """Open ``path`` with libgpiod (the default :data:`ChipOpener`)."""
+    return GpiodChip(path)
+
+
+def find_chip_paths() -> list[str]:
+    """Every GPIO character device, ``/dev/gpiochip0`` first (natural order)."""
+    paths = glob.glob("/dev/gpiochip*")
+    return sorted(paths, key=lambda p: (len(p), p))
+
+
+# --------------------------------------------------------------------------- buttons
+
+
+@dataclass
+class _Button:
+    cfg: ButtonConfig
+    offset: int
+    label: str
+    pressed: bool = False
+    last_edge_ns: int | None = None  # timestamp of the last accepted edge
+    press_ns: int | None = None  # timestamp of the accepted press edge of the current press
+    release_ns: int | None = None  # timestamp of a release edge not yet confirmed
+    confirmed: bool = False  # the current press outlasted the debounce window
+    long_fired: bool = False
+    long_timer: asyncio.TimerHandle | None = None
+    settle_timer: asyncio.TimerHandle | None = None
+    presses: int = 0
+    long_presses: int = 0
+    bounces: int = 0
+
+
+@dataclass
+class _Action:
+    button: str
+    kind: Literal["short", "long"]
+    action: str
+    seconds: float | None = None
+
+
+@dataclass
+class _LastAction:
+    button: str
+    action: str
+    ok: bool
+    error: str | None
+    at: float = field(default_factory=time.time)
+
+
+class GpioButtons:
+    """Buttons and a recording LED, driven on the asyncio loop.
+
+    Args:
+        config: the ``[gpio]`` section.
+        daemon: object with ``recorder`` (``start(name=None)``, ``stop()``,
+            ``save_last(seconds)`` coroutines and a ``recording`` bool) and
+            ``config.recording.pre_roll_s``.
+        open_chip: the seam to libgpiod; tests pass a fake.
+        chip_paths: candidate chips when ``config.chip`` is ``''`` (default: every
+            ``/dev/gpiochip*``).
+        clock_ns: the clock of the events' ``timestamp_ns`` (``CLOCK_MONOTONIC``).
+
+    Run :meth:`run` as a background task; cancel it to release the lines.
+    """
+
+    def __init__(
+        self,
+        config: GpioConfig,
+        daemon: Any,
+        *,
+        open_chip: ChipOpener = open_gpiod_chip,
+        chip_paths: Callable[[], list[str]] = find_chip_paths,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.config = config
+        self.daemon = daemon
+        self._open_chip = open_chip
+        self._chip_paths = chip_paths
+        self._clock_ns = clock_ns
+        self._state = "disabled" if not config.enabled else "starting"
+        self._error: str | None = None
+        self._chip: Chip | None = None
+        self._request: LineRequest | None = None
+        self._buttons: dict[int, _Button] = {}
+        self._led_offset: int | None = None
+        self._led_on = False
+        self._queue: asyncio.Queue[_Action] = asyncio.Queue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_action: _LastAction | None = None
+        self._kernel_debounce = config.debounce_ms > 0
+
+    # ------------------------------------------------------------------ public
+
+    def health(self) -> dict[str, Any]:
+        """State for the daemon's health dict (under its ``"gpio"`` key).
+
+        ``state`` is ``disabled``, ``starting``, ``running``, ``error`` or ``stopped``;
+        ``error`` says what failed (chip or line missing, line busy, read error).
+        """
+        out: dict[str, Any] = {"state": self._state, "error": self._error}
+        if self._chip is not None:
+            out["chip"] = self._chip.path
+        out["buttons"] = [
+            {
+                "label": b.label,
+                "line": b.cfg.line,
+                "offset": b.offset,
+                "pressed": b.pressed,
+                "presses": b.presses,
+                "long_presses": b.long_presses,
+                "bounces_ignored": b.bounces,
+            }
+            for b in self._buttons.values()
+        ]
+        out["led"] = None if self._led_offset is None else {"on": self._led_on}
+        if self._last_action is not None:
+            la = self._last_action
+            out["last_action"] = {
+                "button": la.button,
+                "action": la.action,
+                "ok": la.ok,
+                "error": la.error,
+                "at": la.at,
+            }
+        return out
+
+    async def run(self) -> None:
+        """Open the lines, then serve button edges and the LED until cancelled.
+
+        Returns at once when GPIO is disabled or cannot be set up (state ``error``, logged);
+        never raises :class:`GpioError`.
+        """
+        if not self.config.enabled:
+            self._state = "disabled"
+            return
+        if not self.config.buttons and self.config.led.line == "":
+            log.warning("gpio is enabled but no buttons and no led are configured")
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._setup()
+        except GpioError as exc:
+            self._fail(str(exc))
+            return
+        assert self._request is not None
+        self._loop.add_reader(self._request.fd, self._on_readable)
+        self._state = "running"
+        log.info(
+            "gpio ready on %s: %s%s",
+            self._chip.path if self._chip else "?",
+            ", ".join(f"{b.label} (line {b.offset})" for b in self._buttons.values())
+            or "no button",
+            f", led on line {self._led_offset}" if self._led_offset is not None else "",
+        )
+        worker = asyncio.create_task(self._worker(), name="gpio-actions")
+        try:
+            while True:
+                self._sync_led()
+                await asyncio.sleep(LED_POLL_S)
+        finally:
+            worker.cancel()
+            self._teardown()
+            if self._state == "running":
+                self._state = "stopped"
+
+    # ------------------------------------------------------------------ setup
+
+    def _setup(self) -> None:
+        chip, offsets, led = self._open_and_resolve()
+        self._chip = chip
+        cfg = self.config
+        specs: dict[int, LineSpec] = {}
+        for bcfg, offset in zip(cfg.buttons, offsets, strict=True):
+            if offset in specs:
+                chip.close()
+                raise GpioError(f"GPIO line {bcfg.line!r} (offset {offset}) is configured twice")
+            specs[offset] = LineSpec(
+                direction="input",
+                active_low=bcfg.active_low,
+                bias=bcfg.bias,
+                edge_detection=True,
+                debounce_ms=cfg.debounce_ms,
+            )
+            label = bcfg.label or str(bcfg.line)
+            self._buttons[offset] = _Button(cfg=bcfg, offset=offset, label=label)
+        if led is not None:
+            if led in specs:
+                chip.close()
+                raise GpioError(f"LED line {cfg.led.line!r} is also a button line")
+            specs[led] = LineSpec(direction="output", active_low=cfg.led.active_low)
+            self._led_offset = led
+        try:
+            self._request = chip.request_lines(specs, CONSUMER)
+        except GpioError as exc:
+            if not self._kernel_debounce or exc.errno not in _DEBOUNCE_REFUSED:
+                chip.close()
+                raise
+            # Not every kernel/chip accepts a debounce period; the software debounce below
+            # does the job alone.
+            log.warning("gpio request with kernel debounce failed (%s); retrying without", exc)
+            self._kernel_debounce = False
+            specs = {
+                o: LineSpec(
+                    s.direction, s.active_low, s.bias, s.edge_detection, 0.0, s.output_value
+                )
+                for o, s in specs.items()
+            }
+            try:
+                self._request = chip.request_lines(specs, CONSUMER)
+            except GpioError:
+                chip.close()
+                raise
+        for b in self._buttons.values():
+            b.pressed = self._request.get_value(b.offset)
+            if b.pressed:
+                # Held at start-up (or wired the wrong way round): no press until released.
+                b.long_fired = True
+                b.confirmed = True
+                log.warning("gpio button %s reads pressed at start; check active_low/bias", b.label)
+
+    def _open_and_resolve(self) -> tuple[Chip, list[int], int | None]:
+        cfg = self.config
+        lines: list[str | int] = [b.line for b in cfg.buttons]
+        has_led = cfg.led.line != ""
+        if has_led:
+            lines.append(cfg.led.line)
+        candidates = [cfg.chip] if cfg.chip else self._chip_paths()
+        if not candidates:
+            raise GpioError("no GPIO chip found (/dev/gpiochip* is missing)")
+        if not cfg.chip and any(isinstance(line, int) for line in lines):
+            raise GpioError("gpio.chip must be set when lines are given by offset")
+        errors: list[str] = []
+        for path in candidates:
+            try:
+                chip = self._open_chip(path)
+            except GpioError as exc:
+                errors.append(str(exc))
+                continue
+            try:
+                offsets = [chip.line_offset_from_id(line) for line in lines]
+            except GpioError as exc:
+                chip.close()
+                errors.append(str(exc))
+                continue
+            led = offsets.pop() if has_led else None
+            return chip, offsets, led
+        if len(candidates) == 1:
+            raise GpioError(errors[0])
+        raise GpioError(
+            f"no GPIO chip among {', '.join(candidates)} has all of lines {lines!r}: "
+            + "; ".join(errors)
+        )
+
+    def _teardown(self) -> None:
+        for b in self._buttons.values():
+            for t in (b.long_timer, b.settle_timer):
+                if t is not None:
+                    t.cancel()
+        if self._request is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._request.fd)
+            if self._led_offset is not None:
+                with contextlib.suppress(OSError, GpioError):
+                    self._request.set_value(self._led_offset, False)
+            with contextlib.suppress(OSError):
+                self._request.release()
+            self._request = None
+        if self._chip is not None:
+            self._chip.close()
+
+    def _fail(self, message: str) -> None:
+        self._state = "error"
+        self._error = message
+        log.error("gpio disabled: %s", message)
+
+    # ------------------------------------------------------------------ edges
+
+    def _on_readable(self) -> None:
+        if self._request is None:
+            return
+        try:
+            events = self._request.read_edge_events()
+        except OSError as exc:
+            assert self._loop is not None
+            self._loop.remove_reader(self._request.fd)
+            self._fail(f"reading GPIO edge events failed: {exc.strerror or exc}")
+            return
+        for event in events:
+            self._on_edge(event)
+
+    def _drain(self) -> None:
+        """Handle edge events already queued in the kernel, without blocking."""
+        if self._request is None:
+            return
+        try:
+            pending = self._request.wait_edge_events(0)
+        except OSError:
+            return
+        if pending:
+            self._on_readable()
+
+    def _on_edge(self, event: EdgeEvent) -> None:
+        button = self._buttons.get(event.line_offset)
+        if button is None:
+            return
+        active = event.event_type.name == "RISING_EDGE"
+        ts = int(event.timestamp_ns)
+        debounce_ns = int(self.config.debounce_ms * 1e6)
+        if button.last_edge_ns is not None and ts - button.last_edge_ns < debounce_ns:
+            button.bounces += 1
+            return
+        if active == button.pressed:
+            return  # no change of state: an edge of a bounce whose partner was dropped
+        button.last_edge_ns = ts
+        if active:
+            if button.release_ns is not None:
+                # A release not yet confirmed turned out to be a glitch: still held.
+                button.release_ns = None
+                button.pressed = True
+            else:
+                self._begin_press(button, ts)
+        else:
+            button.pressed = False
+            button.release_ns = ts
+        self._arm_settle(button)
+
+    def _begin_press(self, button: _Button, ts: int) -> None:
+        assert self._loop is not None
+        button.pressed = True
+        button.press_ns = ts
+        button.release_ns = None
+        button.confirmed = False
+        button.long_fired = False
+        if button.long_timer is not None:
+            button.long_timer.cancel()
+        held_s = max(0.0, (self._clock_ns() - ts) / 1e9)
+        delay = max(0.0, self.config.long_press_s - held_s)
+        button.long_timer = self._loop.call_later(delay, self._long_press_due, button, ts)
+
+    def _arm_settle(self, button: _Button) -> None:
+        """Confirm the last accepted edge once the debounce window has passed."""
+        assert self._loop is not None
+        if button.settle_timer is not None:
+            button.settle_timer.cancel()
+            button.settle_timer = None
+        if self.config.debounce_ms > 0:
+            button.settle_timer = self._loop.call_later(
+                self.config.debounce_ms / 1000.0, self._settle, button
+            )
+        else:
+            self._confirm(button)
+
+    def _settle(self, button: _Button) -> None:
+        """After the debounce window: read the line and confirm or undo the last edge."""
+        button.settle_timer = None
+        self._drain()
+        if self._request is None or button.settle_timer is not None:
+            return  # a newer edge was accepted while draining; its own window decides
+        try:
+            level = self._request.get_value(button.offset)
+        except OSError:
+            level = button.pressed
+        if level == button.pressed:
+            self._confirm(button)
+        elif button.pressed and not button.confirmed:
+            # A press shorter than the debounce window: noise, not a press.
+            log.debug("gpio button %s: glitch ignored", button.label)
+            button.bounces += 1
+            button.pressed = False
+            button.press_ns = None
+            if button.long_timer is not None:
+                button.long_timer.cancel()
+                button.long_timer = None
+        elif button.pressed:
+            # Released, but the release edge was lost: release now.
+            button.pressed = False
+            button.release_ns = self._clock_ns()
+            self._confirm(button)
+        elif button.release_ns is not None:
+            # A release shorter than the debounce window while held: still held.
+            button.bounces += 1
+            button.pressed = True
+            button.release_ns = None
+            self._confirm(button)
+        else:
+            # Pressed, but the press edge was lost (or bounced away): press now.
+            self._begin_press(button, self._clock_ns())
+            self._confirm(button)
+
+    def _confirm(self, button: _Button) -> None:
+        """The button's state has been stable for the debounce window: act on it."""
+        if button.pressed:
+            button.confirmed = True
+            if (
+                button.press_ns is not None
+                and not button.long_fired
+                and self._clock_ns() - button.press_ns >= self.config.long_press_s * 1e9
+            ):
+                button.long_fired = True
+                self._fire(button, "long")
+            return
+        if button.release_ns is None:
+            return
+        release_ns, button.release_ns = button.release_ns, None
+        press_ns, button.press_ns = button.press_ns, None
+        if button.long_timer is not None:
+            button.long_timer.cancel()
+            button.long_timer = None
+        if button.long_fired or press_ns is None:
+            return  # the long press already fired at the threshold (or held since start-up)
+        held_s = (release_ns - press_ns) / 1e9
+        # Classified by the events' own timestamps, so a release read late is still short.
+        self._fire(button, "long" if held_s >= self.config.long_press_s else "short")
+
+    def _long_press_due(self, button: _Button, press_ns: int) -> None:
+        button.long_timer = None
+        self._drain()  # a release read late must win over the threshold
+        if (
+            button.press_ns == press_ns
+            and button.pressed
+            and button.confirmed
+            and button.release_ns is None
+            and not button.long_fired
+        ):
+            button.long_fired = True
+            self._fire(button, "long")
+        # Otherwise the pending confirmation (_confirm) classifies the press.
+
+    def _fire(self, button: _Button, kind: Literal["short", "long"]) -> None:
+        cfg = button.cfg
+        action = cfg.short_press if kind == "short" else cfg.long_press
+        if kind == "short":
+            button.presses += 1
+        else:
+            button.long_presses += 1
+        log.info(
+            "gpio button %s: %s press -> %s",
+            button.label,
+            kind,
+            action,
+            extra={"button": button.label},
+        )
+        if action != "none":
+            self._queue.put_nowait(_Action(button.label, kind, action, cfg.save_last_s))
+
+    # ------------------------------------------------------------------ actions
+
+    async def _worker(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                await self._execute(item)
+                self._last_action = _LastAction(item.button, item.action, True, None)
+            except ClimbdError as exc:
+                # e.g. AlreadyRecording / NotRecording / NoMediaYet: a refusal, not a fault.
+                log.warning(
+                    "gpio button %s: %s refused: %s",
+                    item.button,
+                    item.action,
+                    exc,
+                    extra={"button": item.button},
+                )
+                self._last_action = _LastAction(item.button, item.action, False, str(exc))
+            except Exception as exc:
+                log.exception(
+                    "gpio button %s: %s failed",
+                    item.button,
+                    item.action,
+                    extra={"button": item.button},
+                )
+                self._last_action = _LastAction(item.button, item.action, False, repr(exc))
+            finally:
+                self._sync_led()
+
+    async def _execute(self, item: _Action) -> None:
+        recorder = self.daemon.recorder
+        if item.action == "toggle_recording":
+            if recorder.recording:
+                await recorder.stop()
+            else:
+                await recorder.start()
+        elif item.action == "start_recording":
+            await recorder.start()
+        elif item.action == "stop_recording":
+            await recorder.stop()
+        elif item.action == "save_last":
+            seconds = item.seconds
+            if seconds is None:
+                seconds = float(self.daemon.config.recording.pre_roll_s)
+            await recorder.save_last(seconds)
+        else:  # pragma: no cover - the config only allows the actions above
+            raise ValueError(f"unknown gpio action {item.action!r}")
+
+    def _sync_led(self) -> None:
+        if self._led_offset is None or self._request is None:
+            return
+        try:
+            want = bool(self.daemon.recorder.recording)
+        except Exception:  # the recorder is the daemon's; never let the LED kill the task
+            return
+        if want == self._led_on:
+            return
+        try:
+            self._request.set_value(self._led_offset, want)
+        except OSError as exc:
+            log.warning("gpio led: %s", exc.strerror or exc)
+            return
+        self._led_on = want
