@@ -27,11 +27,18 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = [
+    "ButtonConfig",
     "CaptureConfig",
     "Config",
+    "ExportConfig",
+    "GpioConfig",
+    "LedConfig",
     "PoseConfig",
     "RecordingConfig",
+    "RetentionConfig",
+    "SecurityConfig",
     "ServerConfig",
+    "ShareConfig",
     "StorageConfig",
     "VideoConfig",
     "WebRTCConfig",
@@ -109,6 +116,11 @@ class ServerConfig(_Section):
 
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
+    tls_cert: str = Field(
+        "", description="PEM certificate (chain) file: serve HTTPS instead of HTTP; '' = plain "
+        "HTTP. Needs tls_key"
+    )
+    tls_key: str = Field("", description="PEM private key file of tls_cert")
 
 
 class WebRTCConfig(_Section):
@@ -194,7 +206,9 @@ class ButtonConfig(_Section):
 class LedConfig(_Section):
     """An output line driving an LED that is lit while a recording runs."""
 
-    line: str | int = Field(description="Line name (e.g. 'GPIO27') or offset on the chip")
+    line: str | int = Field(
+        "", description="Line name (e.g. 'GPIO27') or offset on the chip; '' = no LED"
+    )
     active_low: bool = Field(False, description="True if the LED lights when the line is low")
 
 
@@ -214,7 +228,129 @@ class GpioConfig(_Section):
         1.5, gt=0, le=30, description="Hold time in seconds that turns a press into a long press"
     )
     buttons: list[ButtonConfig] = Field(default_factory=list, description="The push buttons")
-    led: LedConfig | None = Field(None, description="Recording LED; unset = no LED")
+    led: LedConfig = Field(default_factory=LedConfig, description="Recording LED")
+
+
+class RetentionConfig(_Section):
+    """Automatic deletion of old sessions and the free-space guard (``climbd.retention``)."""
+
+    max_age_days: float = Field(
+        30.0, ge=0, description="Delete sessions older than this many days (pinned ones are "
+        "kept); 0 = never delete by age"
+    )
+    headroom_s: float = Field(
+        3600.0, ge=0, description="Keep room for this many seconds of recording at "
+        "video.bitrate_kbps: below it the oldest unpinned sessions are deleted; 0 = off"
+    )
+    floor_mb: float = Field(
+        200.0, ge=0, description="Refuse to start a recording with less than this many MiB "
+        "free (HTTP 507); 0 = off"
+    )
+    interval_s: float = Field(60.0, gt=0, le=86400, description="Seconds between sweeps")
+
+
+class ShareConfig(_Section):
+    """Short-lived links (QR codes) that hand one export to a phone."""
+
+    ttl_s: float = Field(
+        86400.0, gt=0, le=30 * 86400, description="Seconds a share link stays valid"
+    )
+    base_url: str = Field(
+        "", description="scheme://host[:port] put in links, e.g. 'http://192.168.1.20:8080'; "
+        "'' = from the Host header of the request that made the link"
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, url: str) -> str:
+        if url and not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} must start with http:// or https://")
+        return url.rstrip("/")
+
+
+class ExportConfig(_Section):
+    """Background exports (clips, burned-in skeleton, pose data)."""
+
+    nice: int = Field(
+        19, ge=0, le=19, description="Nice value of the export worker process (19 = lowest)"
+    )
+    idle_priority: bool = Field(
+        True, description="Also run the worker under SCHED_IDLE: it only gets CPU time that "
+        "capture, encode and pose leave unused"
+    )
+    max_concurrent: int = Field(1, ge=1, le=4, description="Exports running at once")
+    max_queued: int = Field(
+        8, ge=0, le=100, description="Exports waiting for a slot; more are refused (HTTP 429)"
+    )
+    preset: str = Field("veryfast", description="libx264 preset of burned-in exports")
+    crf: int = Field(20, ge=0, le=51, description="libx264 quality of burned-in exports")
+
+
+class SecurityConfig(_Section):
+    """Access control and abuse limits (``climbd.security``; see THREAT_MODEL.md)."""
+
+    loopback_is_trusted: bool = Field(
+        True, description="A request from this machine (127.0.0.0/8, ::1) to a loopback "
+        "name, not sent by another web origin, counts as the admin"
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["$ip", "localhost", "$hostname", "*.local"],
+        description="Host header names served (DNS rebinding defence): '$ip' = any IP "
+        "literal, '$hostname' = this machine's name, '*.suffix' or an exact name",
+    )
+    pairing_code_ttl_s: float = Field(
+        600.0, gt=0, le=86400, description="Seconds a pairing code stays valid"
+    )
+    admin_idle_timeout_s: float = Field(
+        1800.0, gt=0, description="An admin session unused this many seconds ends"
+    )
+    admin_session_max_s: float = Field(
+        28800.0, gt=0, description="An admin session ends this many seconds after login"
+    )
+    device_cookie_max_age_s: float = Field(
+        34_560_000.0, gt=0, le=34_560_000,
+        description="Lifetime of a paired device's cookie in seconds (400 days, the most "
+        "browsers keep)",
+    )
+    auth_attempts_per_min: float = Field(
+        5.0, gt=0, description="Pairing/login attempts per client per minute (also the burst)"
+    )
+    auth_attempts_global_per_min: float = Field(
+        10.0, gt=0, description="Pairing/login attempts per minute from all clients together"
+    )
+    api_requests_per_s: float = Field(
+        50.0, gt=0, description="HTTP requests per second per client (sustained)"
+    )
+    api_burst: int = Field(200, ge=1, description="HTTP requests per client back to back")
+    signalling_per_min: float = Field(
+        30.0, gt=0, description="New live connections (POST /api/whep, /api/live) per client "
+        "per minute"
+    )
+    signalling_burst: int = Field(6, ge=1, description="New live connections back to back")
+    messages_per_s: float = Field(
+        20.0, gt=0, description="WebSocket / data-channel messages per second per connection"
+    )
+    messages_burst: int = Field(40, ge=1, description="Messages per connection back to back")
+    max_connections_per_client: int = Field(
+        64, ge=1, description="Open TCP connections per client address; more are closed"
+    )
+    header_timeout_s: float = Field(
+        15.0, gt=0, le=3600, description="Seconds a connection may take to send a complete "
+        "request head (also the keep-alive idle timeout)"
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _check_hosts(cls, patterns: list[str]) -> list[str]:
+        import re
+
+        for p in patterns:
+            if p in ("$ip", "$hostname"):
+                continue
+            name = p[2:] if p.startswith("*.") else p
+            if not re.fullmatch(r"[A-Za-z0-9_.:\[\]-]+", name) or not name.strip("."):
+                raise ValueError(f"{p!r} is not '$ip', '$hostname', a host name or '*.suffix'")
+        return patterns
 
 
 class Config(_Section):
@@ -228,6 +364,10 @@ class Config(_Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     gpio: GpioConfig = Field(default_factory=GpioConfig)
     webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    share: ShareConfig = Field(default_factory=ShareConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
