@@ -1,0 +1,156 @@
+"""The WHEP endpoint: creates, finds, limits and ends live viewer sessions.
+
+It owns what all viewers share: the keyframe governor (one encoder, few forced IDRs), the
+RTP packetizer (one packetization per frame) and the landmark feed (one pose encode per
+frame). Per viewer it only keeps a
+:class:`~climbd.streaming.session.WhepSession`, removed as soon as the session closes, so
+``viewers`` drops back to 0 and no subscription, task or socket outlives a viewer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+from climbd.broadcast import Broadcast
+from climbd.config import WebRTCConfig
+from climbd.pose import Pose
+from climbd.streaming.errors import UnknownViewer, ViewerLimitReached
+from climbd.streaming.feed import LandmarkFeed
+from climbd.streaming.keyframes import KeyframeGovernor
+from climbd.streaming.offer import parse_offer
+from climbd.streaming.session import WhepSession
+from climbd.streaming.track import SharedPacketizer
+from climbd.video import EncodedPacket
+
+__all__ = ["LiveSource", "WhepEndpoint"]
+
+log = logging.getLogger(__name__)
+
+
+class LiveSource(Protocol):
+    """What the live view needs from the daemon (``climbd.daemon.Daemon`` fits)."""
+
+    @property
+    def packets(self) -> Broadcast[EncodedPacket]: ...
+
+    @property
+    def poses(self) -> Broadcast[Pose]: ...
+
+    def request_keyframe(self) -> None: ...
+
+
+class WhepEndpoint:
+    """All live viewers of one daemon.
+
+    Args:
+        source: the packet and pose broadcasts and the keyframe request.
+        config: the ``[webrtc]`` settings.
+        keyframe_interval_s: the encoder's GOP, seconds (lets the governor skip forcing an
+            IDR when a natural one is due).
+
+    Call :meth:`start` on the event loop before the first offer and :meth:`close` at shutdown.
+    """
+
+    def __init__(self, source: LiveSource, config: WebRTCConfig,
+                 keyframe_interval_s: float = 1.0):
+        self.config = config
+        self._source = source
+        self.keyframes = KeyframeGovernor(source.request_keyframe, gop_s=keyframe_interval_s)
+        self.packetizer = SharedPacketizer()
+        self.feed: LandmarkFeed | None = None
+        self._sessions: dict[str, WhepSession] = {}
+        self._closing = False
+        self.created = 0
+        self.refused = 0
+        self.close_reasons: dict[str, int] = {}
+
+    def start(self) -> None:
+        """Start the shared landmark feed (call on the event loop)."""
+        if self.feed is None:
+            self.feed = LandmarkFeed(self._source.packets, self._source.poses, self.keyframes,
+                                     asyncio.get_running_loop())
+            self.feed.start()
+
+    @property
+    def viewers(self) -> int:
+        """Live sessions that exist now (connecting or connected)."""
+        return len(self._sessions)
+
+    def get(self, session_id: str) -> WhepSession:
+        """The session with this id.
+
+        Raises:
+            UnknownViewer: there is none (it ended, or never existed).
+        """
+        try:
+            return self._sessions[session_id]
+        except KeyError:
+            raise UnknownViewer(session_id) from None
+
+    async def create(self, offer_sdp: str) -> tuple[WhepSession, str]:
+        """Answer a viewer's offer; returns the new session and the answer SDP.
+
+        Raises:
+            ViewerLimitReached: ``max_viewers`` sessions exist (checked before any work).
+            OfferError: the offer is malformed or unsatisfiable (nothing is kept).
+        """
+        if self._closing or len(self._sessions) >= self.config.max_viewers:
+            self.refused += 1
+            raise ViewerLimitReached(self.config.max_viewers)
+        offer = parse_offer(offer_sdp)
+        self.start()
+        assert self.feed is not None
+        session = WhepSession(
+            self._source.packets, self.feed, self.keyframes, self.packetizer,
+            ice_servers=self.config.ice_servers,
+            host_candidates=self.config.host_candidates,
+            ice_timeout_s=self.config.ice_timeout_s,
+            on_closed=self._forget,
+        )
+        self._sessions[session.id] = session  # reserve the slot before the first await
+        answer = await session.answer(offer)
+        self.created += 1
+        log.info("viewer %s: answered (%d viewer(s), data channel %s)", session.id[:6],
+                 self.viewers, "offered" if offer.data_channels else "not offered")
+        return session, answer
+
+    async def delete(self, session_id: str) -> None:
+        """End a session (WHEP DELETE).
+
+        Raises:
+            UnknownViewer: no such session.
+        """
+        await self.get(session_id).close("deleted")
+
+    def _forget(self, session: WhepSession) -> None:
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
+        reason = session.close_reason or "closed"
+        self.close_reasons[reason] = self.close_reasons.get(reason, 0) + 1
+
+    async def close(self) -> None:
+        """End every session and stop the feed (shutdown)."""
+        self._closing = True
+        sessions = list(self._sessions.values())
+        await asyncio.gather(*(s.close("shutdown") for s in sessions), return_exceptions=True)
+        self.keyframes.close()
+        if self.feed is not None:
+            await self.feed.close()
+            self.feed = None
+
+    def stats(self) -> dict[str, Any]:
+        """Live-view health as a JSON-ready dict."""
+        return {
+            "viewers": self.viewers,
+            "max_viewers": self.config.max_viewers,
+            "created": self.created,
+            "refused": self.refused,
+            "closed": dict(self.close_reasons),
+            "keyframes": self.keyframes.stats(),
+            "packetizer": {"packetized": self.packetizer.packetized,
+                           "reused": self.packetizer.reused},
+            "feed": None if self.feed is None else self.feed.stats(),
+            "sessions": [s.stats() for s in self._sessions.values()],
+        }
