@@ -1,0 +1,285 @@
+// The sessions page (/ui/sessions.html[#id=N]): every session, newest first, loaded a page at
+// a time as the list scrolls (GET /api/sessions?limit=&offset=), with a thumbnail
+// (GET /api/sessions/{id}/thumbnail, lazily), name, climber, date and duration. A card opens
+// the detail dialog: edit name/climber/description (PATCH), replay, ghost over live, delete
+// after a confirmation (DELETE removes the video and pose data on the appliance).
+
+import { api, formatDate, formatDuration, statusText, toast } from "./replay-common.js";
+
+const $ = (id) => document.getElementById(id);
+export const PAGE_SIZE = 24;
+
+const state = {
+  items: new Map(), // id -> session
+  offset: 0, // sessions fetched from the server so far (minus deletions)
+  total: null,
+  loading: false,
+  done: false,
+  current: null, // session in the detail dialog
+  stats: { pages: 0, failures: 0 },
+};
+
+function showBanner(text) {
+  $("banner-text").textContent = text;
+  $("banner").hidden = false;
+}
+
+function hideBanner() {
+  $("banner").hidden = true;
+}
+
+function updateCount() {
+  const shown = state.items.size;
+  $("count").textContent = state.total === null ? ""
+    : state.total === 0 ? "none yet" : `${shown} of ${state.total}`;
+  $("empty").hidden = state.total !== 0;
+  $("more").hidden = state.done || state.total === null;
+}
+
+// -- list -----------------------------------------------------------------------------------
+async function loadPage() {
+  if (state.loading || state.done) return;
+  state.loading = true;
+  $("more").disabled = true;
+  let ok = false;
+  try {
+    const page = await api(`/api/sessions?limit=${PAGE_SIZE}&offset=${state.offset}`);
+    state.stats.pages++;
+    hideBanner();
+    state.total = page.total;
+    state.offset += page.items.length;
+    for (const s of page.items) {
+      if (state.items.has(s.id)) continue; // a new session shifted the pages: skip repeats
+      state.items.set(s.id, s);
+      $("list").appendChild(card(s));
+    }
+    state.done = page.items.length < PAGE_SIZE || state.offset >= page.total;
+    ok = true;
+  } catch (err) {
+    state.stats.failures++;
+    showBanner(`The sessions cannot be loaded: ${err.message}`);
+  } finally {
+    state.loading = false;
+    $("more").disabled = false;
+    updateCount();
+  }
+  // a tall screen may show the sentinel already: keep filling it (not after a failure:
+  // the banner's Retry button does that)
+  if (ok && !state.done && sentinelVisible()) loadPage();
+}
+
+function sentinelVisible() {
+  const r = $("sentinel").getBoundingClientRect();
+  return r.top < window.innerHeight + 400;
+}
+
+function reload() {
+  state.items.clear();
+  state.offset = 0;
+  state.total = null;
+  state.done = false;
+  $("list").replaceChildren();
+  loadPage();
+}
+
+function thumbnail(s, img, holder) {
+  const placeholder = document.createElement("span");
+  placeholder.className = "placeholder";
+  if (!s.video_url) {
+    placeholder.textContent = s.status === "recording" ? "Recording…" : "No video";
+    holder.appendChild(placeholder);
+    return;
+  }
+  img.loading = "lazy";
+  img.decoding = "async";
+  img.alt = "";
+  img.addEventListener("error", () => {
+    img.remove();
+    placeholder.textContent = "No picture";
+    holder.appendChild(placeholder);
+  }, { once: true });
+  img.src = `/api/sessions/${s.id}/thumbnail`;
+  holder.appendChild(img);
+}
+
+function card(s) {
+  const li = document.createElement("li");
+  li.dataset.id = String(s.id);
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "card";
+  button.setAttribute("aria-label", `${s.name}, ${formatDuration(s.duration_s)}`);
+  const thumb = document.createElement("div");
+  thumb.className = "thumb";
+  thumbnail(s, document.createElement("img"), thumb);
+  const duration = document.createElement("span");
+  duration.className = "duration";
+  duration.textContent = formatDuration(s.duration_s);
+  thumb.appendChild(duration);
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  meta.append(
+    text("span", "name", s.name),
+    text("span", "sub", [s.climber, formatDate(s.created_at)].filter(Boolean).join(" · ")),
+  );
+  const status = statusText(s);
+  if (status) meta.appendChild(text("span", "status", status));
+  button.append(thumb, meta);
+  button.addEventListener("click", () => openDetail(s.id));
+  li.appendChild(button);
+  return li;
+}
+
+function text(tag, cls, content) {
+  const el = document.createElement(tag);
+  el.className = cls;
+  el.textContent = content;
+  return el;
+}
+
+function replaceCard(s) {
+  state.items.set(s.id, s);
+  const old = document.querySelector(`#list li[data-id="${s.id}"]`);
+  if (old) old.replaceWith(card(s));
+}
+
+function removeCard(id) {
+  const old = document.querySelector(`#list li[data-id="${id}"]`);
+  if (old) old.remove();
+  if (state.items.delete(id)) {
+    state.offset = Math.max(0, state.offset - 1); // later pages moved up by one
+    if (state.total !== null) state.total = Math.max(0, state.total - 1);
+  }
+  updateCount();
+}
+
+// -- detail ---------------------------------------------------------------------------------
+async function openDetail(id) {
+  let s;
+  try {
+    s = await api(`/api/sessions/${id}`);
+  } catch (err) {
+    if (err.status === 404) {
+      removeCard(id);
+      toast(`Session ${id} no longer exists.`, "error");
+    } else {
+      toast(err.message, "error");
+    }
+    if (window.location.hash) window.history.replaceState(null, "", window.location.pathname);
+    return;
+  }
+  state.current = s;
+  $("detail-title").textContent = s.name;
+  $("edit-name").value = s.name;
+  $("edit-climber").value = s.climber;
+  $("edit-description").value = s.description;
+  $("detail-error").textContent = "";
+  const facts = [formatDate(s.created_at), formatDuration(s.duration_s),
+    `${s.frame_count} frames`, `${s.frames_with_pose} with a skeleton`,
+    s.width && s.height ? `${s.width}×${s.height}` : "", s.fps ? `${Math.round(s.fps * 100) / 100} fps` : "",
+    statusText(s)].filter(Boolean);
+  $("detail-facts").textContent = facts.join(" · ");
+  const img = $("detail-thumb");
+  img.hidden = !s.video_url;
+  if (s.video_url) img.src = `/api/sessions/${s.id}/thumbnail`;
+  img.onerror = () => { img.hidden = true; };
+  const replay = $("detail-replay");
+  replay.href = `/ui/replay.html?id=${s.id}`;
+  replay.hidden = !s.video_url || s.status === "recording";
+  const ghost = $("detail-ghost");
+  ghost.href = `/ui/replay.html?id=${s.id}&mode=ghost`;
+  ghost.hidden = !(s.frames_with_pose > 0);
+  $("detail-delete").disabled = s.status === "recording";
+  window.history.replaceState(null, "", `#id=${s.id}`);
+  if (!$("detail").open) $("detail").showModal();
+}
+
+function closeDetail() {
+  if ($("detail").open) $("detail").close();
+  state.current = null;
+  if (window.location.hash) window.history.replaceState(null, "", window.location.pathname);
+}
+
+async function saveDetail(e) {
+  e.preventDefault();
+  const s = state.current;
+  if (!s) return;
+  const name = $("edit-name").value.trim();
+  if (!name) {
+    $("detail-error").textContent = "A session needs a name.";
+    $("edit-name").focus();
+    return;
+  }
+  const body = {};
+  if (name !== s.name) body.name = name;
+  if ($("edit-climber").value !== s.climber) body.climber = $("edit-climber").value;
+  if ($("edit-description").value !== s.description) body.description = $("edit-description").value;
+  if (!Object.keys(body).length) { closeDetail(); return; }
+  $("detail-save").disabled = true;
+  try {
+    const updated = await api(`/api/sessions/${s.id}`, { method: "PATCH", body });
+    replaceCard(updated);
+    toast(`Saved “${updated.name}”`);
+    closeDetail();
+  } catch (err) {
+    $("detail-error").textContent = err.status === 422
+      ? "Check the fields: the name is 1–200 characters, the description at most 5000."
+      : err.message;
+    if (err.status === 404) removeCard(s.id);
+  } finally {
+    $("detail-save").disabled = false;
+  }
+}
+
+function askDelete() {
+  const s = state.current;
+  if (!s) return;
+  $("confirm-text").textContent = `“${s.name}” (${formatDuration(s.duration_s)}, `
+    + `${formatDate(s.created_at)}) and its video and skeleton data will be removed from the `
+    + "appliance. This cannot be undone.";
+  $("confirm").showModal();
+}
+
+async function confirmDelete() {
+  const s = state.current;
+  $("confirm").close();
+  if (!s) return;
+  $("confirm-delete").disabled = true;
+  try {
+    await api(`/api/sessions/${s.id}`, { method: "DELETE" });
+    toast(`Deleted “${s.name}”`);
+    removeCard(s.id);
+    closeDetail();
+  } catch (err) {
+    if (err.status === 404) { removeCard(s.id); closeDetail(); toast("It was already deleted."); }
+    else $("detail-error").textContent = err.message;
+  } finally {
+    $("confirm-delete").disabled = false;
+  }
+}
+
+// -- page -----------------------------------------------------------------------------------
+$("more").addEventListener("click", loadPage);
+$("refresh").addEventListener("click", reload);
+$("banner-retry").addEventListener("click", () => { hideBanner(); loadPage(); });
+$("detail-form").addEventListener("submit", saveDetail);
+$("detail-close").addEventListener("click", closeDetail);
+$("detail").addEventListener("close", () => { state.current = null; });
+$("detail-delete").addEventListener("click", askDelete);
+$("confirm-cancel").addEventListener("click", () => $("confirm").close());
+$("confirm-delete").addEventListener("click", confirmDelete);
+
+if ("IntersectionObserver" in window) {
+  new IntersectionObserver((entries) => {
+    if (entries.some((e) => e.isIntersecting)) loadPage();
+  }, { rootMargin: "400px" }).observe($("sentinel"));
+}
+
+function openFromHash() {
+  const m = window.location.hash.match(/^#id=(\d{1,15})$/);
+  if (m) openDetail(Number(m[1]));
+}
+window.addEventListener("hashchange", openFromHash);
+
+window.sessionsPage = { state, reload, loadPage, openDetail };
+loadPage().then(openFromHash);
