@@ -1,4 +1,4 @@
-"""Command line: ``climbd run``, ``climbd ingest``, ``climbd check-config``.
+"""Command line: ``climbd run``, ``ingest``, ``export``, ``pair``, ``check-config``.
 
 Exit codes: 0 success, 1 a runtime failure (bad video, storage), 2 bad usage or config.
 """
@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
 from climbd import __version__
 from climbd.config import Config, load_config, resolve_state_dir, with_overrides
@@ -55,6 +56,18 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("--config", help="TOML config file (pose settings)")
     ing.add_argument("--state-dir", help="as for run")
     ing.add_argument("--json", action="store_true", help="print one JSON object per session")
+
+    from climbd.export.cli import add_export_parser
+
+    add_export_parser(sub)
+
+    pair = sub.add_parser("pair", help="print a single-use code that pairs a wall tablet "
+                          "(or, with --admin, sets/resets the admin password) at /pair")
+    pair.add_argument("--admin", action="store_true",
+                      help="an admin code: set or reset the admin password")
+    pair.add_argument("--config", help="TOML config file (security.pairing_code_ttl_s)")
+    pair.add_argument("--state-dir", help="the daemon's state directory, e.g. /var/lib/climbd "
+                      "for the systemd service (default as for run)")
 
     chk = sub.add_parser("check-config", help="validate a config file and print the result")
     chk.add_argument("file")
@@ -112,6 +125,29 @@ async def _ingest(args: argparse.Namespace, config: Config) -> int:
     return 1 if failures else 0
 
 
+async def _pair(args: argparse.Namespace, config: Config) -> int:
+    """Store a new pairing code (hashed, with its expiry) in the daemon's database and print
+    it; the running daemon accepts it at once."""
+    from climbd.security.crypto import format_code
+    from climbd.security.store import AuthStore
+    from climbd.storage import Database
+
+    state_dir = resolve_state_dir(args.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    db = await Database.open(state_dir / "climbd.db")
+    try:
+        kind: Literal["device", "admin"] = "admin" if args.admin else "device"
+        ttl = config.security.pairing_code_ttl_s
+        code, _expires = await AuthStore(db).create_code(kind, ttl, "cli")
+    finally:
+        await db.close()
+    what = ("set or reset the admin password" if args.admin else "pair a wall tablet")
+    print(format_code(code), flush=True)
+    print(f"single-use code to {what} at http(s)://<appliance>/pair, valid {ttl / 60:.0f} "
+          "min", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``climbd`` command."""
     os.environ.setdefault("GLOG_minloglevel", "2")
@@ -123,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "run":
             return _run(args)
+        if args.command == "pair":
+            return asyncio.run(_pair(args, load_config(args.config)))
+        if args.command == "export":
+            from climbd.export.cli import run_export
+
+            return run_export(args)
         if args.command == "ingest":
             config = load_config(args.config)
             logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")

@@ -8,6 +8,7 @@
     ├── PoseError                   the pose model cannot be loaded or failed on a frame
     ├── StorageError                the database or the video files cannot be used
     │   ├── DiskFullError           ENOSPC / SQLITE_FULL while writing
+    │   ├── InsufficientStorage     free space below the floor: a recording is refused
     │   └── SessionNotFound         no session with that id
     ├── RecordingError              a recording command that cannot be carried out now
     │   ├── AlreadyRecording        start while a recording runs
@@ -55,6 +56,11 @@ class StorageError(ClimbdError):
 
 class DiskFullError(StorageError):
     """The disk holding the state directory is full (ENOSPC or SQLITE_FULL)."""
+
+
+class InsufficientStorage(StorageError):
+    """Free space in the state directory is below the configured floor, so a recording is
+    refused before it starts (see :mod:`climbd.retention`). HTTP 507."""
 
 
 class SessionNotFound(StorageError):

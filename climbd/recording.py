@@ -229,6 +229,8 @@ class Recorder:
         request_keyframe: asks the encoder for an IDR (used when nothing is buffered yet).
         source: text stored with each session (the capture source).
         ballast: reserve space released on a full disk.
+        preflight: "may I start?" check run before every recording (retention sets it);
+            raises e.g. :class:`~climbd.errors.InsufficientStorage` to refuse.
     """
 
     #: video packets (≈10 s at 30 fps) the writer may fall behind before the recording fails
@@ -244,6 +246,7 @@ class Recorder:
         request_keyframe: Callable[[], None],
         source: str = "",
         ballast: Ballast | None = None,
+        preflight: Callable[[], None] | None = None,
     ):
         self.db = db
         self.state_dir = state_dir
@@ -254,6 +257,7 @@ class Recorder:
         self._request_keyframe = request_keyframe
         self._source = source
         self._ballast = ballast
+        self.preflight = preflight
         self._active: _Active | None = None
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -265,6 +269,16 @@ class Recorder:
     def recording(self) -> bool:
         """True while a session is recording."""
         return self._active is not None
+
+    @property
+    def active_session(self) -> tuple[int, float] | None:
+        """``(session id, monotonic capture time in s of its first frame)`` while recording.
+
+        The first frame is the session's first keyframe, pre-roll included, so a ghost
+        anchored on it is aligned with the recording's time 0.
+        """
+        a = self._active
+        return (a.record.id, a.start.timestamp) if a else None
 
     def status(self) -> dict[str, Any]:
         """Recording state for the health endpoint and the live page."""
@@ -387,6 +401,8 @@ class Recorder:
                      pre_roll_s: float | None) -> SessionRecord:
         if self._active is not None:
             raise AlreadyRecording(f"session {self._active.record.id} is already recording")
+        if self.preflight is not None:
+            self.preflight()  # e.g. InsufficientStorage below the free-space floor
         pre = self.config.pre_roll_s if pre_roll_s is None else pre_roll_s
         now = time.monotonic()
         if not self.buffer.packets:

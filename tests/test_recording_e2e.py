@@ -160,7 +160,10 @@ def test_full_disk_fails_the_recording_and_keeps_serving(
         pytest.skip("cannot mount a tmpfs here")
     try:
         cfg = tmp_path / "climbd.toml"
-        cfg.write_text("[storage]\nreserve_mb = 0.25\n[recording]\npre_roll_s = 1.0\n")
+        # retention's free-space floor would refuse to start on this tiny disk: turn it off,
+        # this test is about a disk that fills *during* a recording
+        cfg.write_text("[storage]\nreserve_mb = 0.25\n[recording]\npre_roll_s = 1.0\n"
+                       "[retention]\nfloor_mb = 0\nheadroom_s = 0\n")
         d = daemon_factory(STEEPWALL, "--config", str(cfg), state_dir=mnt / "state")
         d.wait_ready()
         status, started = d.post("/api/recordings/start", {"name": "fills", "pre_roll_s": 0})

@@ -33,6 +33,7 @@ STATUS: dict[type[Exception], int] = {
     errors.NotRecording: 409,
     errors.NoMediaYet: 503,
     errors.DiskFullError: 507,
+    errors.InsufficientStorage: 507,
     errors.ConfigError: 400,
     errors.ExportError: 400,
     errors.StorageError: 500,
@@ -111,20 +112,29 @@ def webui_dir() -> Path:
 
 def create_app(daemon: Daemon) -> web.Application:
     """Build the application for ``daemon`` (routes, middleware, static UI)."""
-    from climbd.api import recordings, sessions, system
+    from climbd.api import (
+        auth,
+        exports,
+        live,
+        recordings,
+        replay,
+        sessions,
+        shares,
+        system,
+        whep,
+    )
 
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
     app[DAEMON] = daemon
+    auth.add_routes(app)  # the security layer (climbd.security) and the /api/auth routes
     system.add_routes(app)
     recordings.add_routes(app)
     sessions.add_routes(app)
-    try:
-        from climbd.api import live, whep
-    except ImportError:  # live view not installed in this build
-        pass
-    else:
-        whep.add_routes(app)
-        live.add_routes(app)
+    exports.add_routes(app)
+    shares.add_routes(app)
+    whep.add_routes(app)
+    live.add_routes(app)
+    replay.add_routes(app)  # thumbnails, frame tables, ghost (after the live view)
     ui = webui_dir()
     if ui.exists():
         async def index(request: web.Request) -> web.FileResponse:

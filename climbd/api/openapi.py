@@ -16,9 +16,12 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
-__all__ = ["Operation", "build_document", "operation"]
+__all__ = ["ACCESS", "Operation", "build_document", "operation"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Access values of :func:`operation`, weakest first (enforced by climbd.security).
+ACCESS: tuple[str, ...] = ("anonymous", "share token", "token", "wall", "admin")
 
 Body = type[BaseModel] | str | None  # a model (JSON) or a media type such as "application/sdp"
 
@@ -32,7 +35,9 @@ class Operation:
     request: Body = None
     responses: dict[int, tuple[str, Body]] = field(default_factory=dict)
     query: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (type, description)
-    access: str = "anonymous"  # who may call it (see the access-control issue)
+    #: who may call it: one of ACCESS; None = not declared, which climbd.security treats
+    #: as "admin" (closed until decided) and tests/test_security_access.py rejects
+    access: str | None = None
 
 
 def operation(
@@ -42,9 +47,19 @@ def operation(
     request: Body = None,
     responses: dict[int, tuple[str, Body]] | None = None,
     query: dict[str, tuple[str, str]] | None = None,
-    access: str = "anonymous",
+    access: str | None = None,
 ) -> Callable[[F], F]:
-    """Attach OpenAPI metadata to a handler; ``responses`` maps status -> (description, body)."""
+    """Attach OpenAPI metadata to a handler; ``responses`` maps status -> (description, body).
+
+    ``access`` is who may call it (see :mod:`climbd.security.access`): ``"anonymous"``,
+    ``"share token"``, ``"token"`` (API token, device or admin), ``"wall"`` (paired device
+    or admin) or ``"admin"``.
+
+    Raises:
+        ValueError: an unknown ``access`` value (a typo must not open a route).
+    """
+    if access is not None and access not in ACCESS:
+        raise ValueError(f"access must be one of {ACCESS}, got {access!r}")
 
     def wrap(handler: F) -> F:
         handler.__openapi__ = Operation(  # type: ignore[attr-defined]
@@ -88,7 +103,7 @@ def build_document(app: web.Application, title: str, version: str) -> dict[str, 
     for method, path, op in documented_routes(app):
         if op is None:
             continue
-        entry: dict[str, Any] = {"summary": op.summary, "x-access": op.access}
+        entry: dict[str, Any] = {"summary": op.summary, "x-access": op.access or "admin"}
         if op.tags:
             entry["tags"] = list(op.tags)
         params = [

@@ -18,7 +18,9 @@ _ERR = ("Error", ErrorBody)
 @operation("Start recording (optionally from pre_roll_s seconds in the past)",
            tags=("recordings",), request=StartRequest,
            responses={201: ("The new session", SessionOut), 409: ("Already recording", ErrorBody),
-                      422: ("Invalid body", ErrorBody), 503: ("No video yet", ErrorBody)})
+                      422: ("Invalid body", ErrorBody), 503: ("No video yet", ErrorBody),
+                      507: ("Free space below retention.floor_mb", ErrorBody)},
+           access="token")
 async def start(request: web.Request) -> web.Response:
     """``POST /api/recordings/start``."""
     body = StartRequest.model_validate(await read_json(request))
@@ -29,7 +31,8 @@ async def start(request: web.Request) -> web.Response:
 
 
 @operation("Stop the running recording", tags=("recordings",),
-           responses={200: ("The finished session", SessionOut), 409: ("Not recording", ErrorBody)})
+           responses={200: ("The finished session", SessionOut), 409: ("Not recording", ErrorBody)},
+           access="token")
 async def stop(request: web.Request) -> web.Response:
     """``POST /api/recordings/stop``."""
     rec = await request.app[DAEMON].recorder.stop()
@@ -39,7 +42,9 @@ async def stop(request: web.Request) -> web.Response:
 @operation("Save the last N seconds (pre-roll) as a completed session", tags=("recordings",),
            request=SaveLastRequest,
            responses={201: ("The saved session", SessionOut), 409: ("Recording", ErrorBody),
-                      422: ("Invalid body", ErrorBody), 503: ("No video yet", ErrorBody)})
+                      422: ("Invalid body", ErrorBody), 503: ("No video yet", ErrorBody),
+                      507: ("Free space below retention.floor_mb", ErrorBody)},
+           access="token")
 async def save_last(request: web.Request) -> web.Response:
     """``POST /api/recordings/save-last``."""
     body = SaveLastRequest.model_validate(await read_json(request))
@@ -49,7 +54,7 @@ async def save_last(request: web.Request) -> web.Response:
 
 
 @operation("Current recording state", tags=("recordings",),
-           responses={200: ("Recording state", None)})
+           responses={200: ("Recording state", None)}, access="token")
 async def current(request: web.Request) -> web.Response:
     """``GET /api/recordings/current``."""
     return web.json_response(request.app[DAEMON].recorder.status())

@@ -46,6 +46,7 @@ class SessionPatch(_In):
     name: str | None = Field(None, min_length=1, max_length=200)
     description: str | None = Field(None, max_length=5000)
     climber: str | None = Field(None, max_length=200)
+    pinned: bool | None = Field(None, description="True: never deleted automatically")
 
 
 class SessionOut(BaseModel):
@@ -68,6 +69,7 @@ class SessionOut(BaseModel):
     source: str | None = None
     video_url: str | None = None
     poses_url: str
+    pinned: bool = False
 
 
 class SessionList(BaseModel):

@@ -32,7 +32,7 @@ def session_out(rec: Any) -> dict[str, Any]:
 
 def _session_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise SessionNotFound(raw)
     return int(raw)
 
@@ -66,7 +66,8 @@ def _int_query(request: web.Request, name: str, default: int, lo: int, hi: int) 
 @operation("List sessions, newest first", tags=("sessions",),
            query={"limit": ("integer", "page size, 1-200 (default 20)"),
                   "offset": ("integer", "sessions to skip (default 0)")},
-           responses={200: ("A page of sessions", SessionList), 400: ("Bad query", ErrorBody)})
+           responses={200: ("A page of sessions", SessionList), 400: ("Bad query", ErrorBody)},
+           access="wall")
 async def list_sessions(request: web.Request) -> web.Response:
     """``GET /api/sessions``."""
     limit = _int_query(request, "limit", 20, 1, 200)
@@ -77,28 +78,31 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 
 @operation("One session", tags=("sessions",),
-           responses={200: ("The session", SessionOut), 404: _404})
+           responses={200: ("The session", SessionOut), 404: _404}, access="wall")
 async def get_session(request: web.Request) -> web.Response:
     """``GET /api/sessions/{id}``."""
     rec = await request.app[DAEMON].db.get_session(_session_id(request))
     return web.json_response(session_out(rec))
 
 
-@operation("Edit a session's name, description or climber", tags=("sessions",),
+@operation("Edit a session's name, description, climber or pin (pinned: never deleted "
+           "automatically)", tags=("sessions",),
            request=SessionPatch,
-           responses={200: ("The session", SessionOut), 404: _404, 422: ("Invalid", ErrorBody)})
+           responses={200: ("The session", SessionOut), 404: _404, 422: ("Invalid", ErrorBody)},
+           access="wall")
 async def patch_session(request: web.Request) -> web.Response:
     """``PATCH /api/sessions/{id}``."""
     sid = _session_id(request)
     body = SessionPatch.model_validate(await read_json(request))
     rec = await request.app[DAEMON].db.update_session(
-        sid, name=body.name, description=body.description, climber=body.climber)
+        sid, name=body.name, description=body.description, climber=body.climber,
+        pinned=body.pinned)
     return web.json_response(session_out(rec))
 
 
 @operation("Delete a session and its files", tags=("sessions",),
            responses={200: ("The deleted session", SessionOut), 404: _404,
-                      409: ("It is recording", ErrorBody)})
+                      409: ("It is recording", ErrorBody)}, access="admin")
 async def delete_session(request: web.Request) -> web.Response:
     """``DELETE /api/sessions/{id}``."""
     rec = await request.app[DAEMON].recorder.delete(_session_id(request))
@@ -113,18 +117,30 @@ def _nested(a: np.ndarray) -> list[Any]:
 
 @operation("Pose rows in a time range (lazy loading)", tags=("sessions",),
            query={"start": ("number", "seconds from the session start (default 0)"),
-                  "end": ("number", "seconds from the session start (default: the end)")},
-           responses={200: ("Pose rows", PoseWindow), 400: ("Bad range", ErrorBody), 404: _404})
+                  "end": ("number", "seconds from the session start (default: the end)"),
+                  "format": ("string", "'json' (default) or 'bin': one binary posecodec "
+                                       "chunk, see climbd.api.replay")},
+           responses={200: ("Pose rows", PoseWindow), 400: ("Bad range", ErrorBody), 404: _404},
+           access="wall")
 async def get_poses(request: web.Request) -> web.Response:
-    """``GET /api/sessions/{id}/poses?start=&end=``."""
+    """``GET /api/sessions/{id}/poses?start=&end=&format=``."""
     sid = _session_id(request)
     start = _float_query(request, "start")
     end = _float_query(request, "end")
     if start is not None and end is not None and end < start:
         raise web.HTTPBadRequest(text="end must not be before start")
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "bin"):
+        raise web.HTTPBadRequest(text="query parameter 'format' must be 'json' or 'bin'")
     db = request.app[DAEMON].db
     rec = await db.get_session(sid)
     series = await db.poses(sid, start, end)
+    if fmt == "bin":  # replay: binary window (climbd.api.replay)
+        from climbd.api.replay import binary_poses_response
+
+        return binary_poses_response(sid, start if start is not None else 0.0,
+                                     end if end is not None else rec.duration_s, series,
+                                     rec.status)
     return web.json_response({
         "session_id": sid,
         "start": start if start is not None else 0.0,
@@ -138,7 +154,7 @@ async def get_poses(request: web.Request) -> web.Response:
 
 @operation("The session's video (MP4, HTTP range requests supported)", tags=("sessions",),
            responses={200: ("video/mp4", "video/mp4"), 206: ("Partial content", "video/mp4"),
-                      404: _404})
+                      404: _404}, access="wall")
 async def get_video(request: web.Request) -> web.StreamResponse:
     """``GET /api/sessions/{id}/video``."""
     daemon = request.app[DAEMON]

@@ -12,13 +12,14 @@ __all__ = ["add_routes"]
 
 
 @operation("Health of capture, pose, video, recording and storage", tags=("system",),
-           responses={200: ("Health report", None)})
+           responses={200: ("Health report", None)}, access="anonymous")
 async def health(request: web.Request) -> web.Response:
     """``GET /api/health``: ``status`` is ``ok`` or ``degraded`` plus each stage's state."""
     return web.json_response(request.app[DAEMON].health())
 
 
-@operation("This OpenAPI document", tags=("system",), responses={200: ("OpenAPI 3.1", None)})
+@operation("This OpenAPI document", tags=("system",), responses={200: ("OpenAPI 3.1", None)},
+           access="anonymous")
 async def openapi(request: web.Request) -> web.Response:
     """``GET /api/openapi.json``."""
     return web.json_response(build_document(request.app, "climbd", __version__))

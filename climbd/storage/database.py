@@ -7,6 +7,9 @@ Two tables:
   made by :mod:`climbd.storage.posecodec` (never one row per frame). Deleting a session
   deletes its chunks (``ON DELETE CASCADE``).
 
+Schema version 2 adds ``sessions.pinned`` and the ``exports`` and ``shares`` tables (see
+:mod:`climbd.storage.exports`).
+
 The database runs in WAL mode with ``synchronous=NORMAL``: a commit costs no fsync of the
 main file, readers never block the writer, and a committed transaction survives a crash of
 the daemon (a power cut may lose the last few commits, never corrupt the file). The schema
@@ -39,6 +42,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from climbd.errors import DiskFullError, SessionNotFound, StorageError
+from climbd.security.schema import SECURITY_MIGRATION
+from climbd.security.scope import check_visible, session_filter_sql
+from climbd.storage.exports import EXPORTS_MIGRATION
 from climbd.storage.posecodec import PoseSeries, decode_chunk, encode_chunk
 
 __all__ = [
@@ -91,6 +97,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX pose_chunks_session_time ON pose_chunks (session_id, t_start, t_end);
     """,
+    EXPORTS_MIGRATION,  # 2: sessions.pinned, exports, shares (climbd.storage.exports)
+    SECURITY_MIGRATION,  # 3: devices, tokens, pairing codes, session privacy (climbd.security)
 )
 
 #: Up to this many chunks (~seconds) are decoded on the event loop; more go to a thread.
@@ -98,7 +106,8 @@ _DECODE_INLINE_CHUNKS = 8
 
 _SESSION_COLUMNS = (
     "id, name, description, climber, created_at, updated_at, duration_s, frame_count, "
-    "frames_with_pose, video_path, status, error, width, height, fps, source, pre_roll_s"
+    "frames_with_pose, video_path, status, error, width, height, fps, source, pre_roll_s, "
+    "pinned, owner_device_id, private"
 )
 
 
@@ -118,6 +127,12 @@ class SessionRecord(BaseModel):
         width, height: video size in pixels; fps: nominal frame rate.
         source: the capture source the session came from.
         pre_roll_s: seconds of the session recorded before the trigger.
+        pinned: never deleted automatically (retention).
+        owner_device_id: the paired device that owns the session, or None.
+        private: visible only to the owner device and the admin (user-facing reads —
+            :meth:`Database.get_session`, :meth:`~Database.list_sessions`,
+            :meth:`~Database.poses`, edits and deletes — filter by the request's viewer,
+            :mod:`climbd.security.scope`).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -139,6 +154,9 @@ class SessionRecord(BaseModel):
     fps: float
     source: str
     pre_roll_s: float
+    pinned: bool = False
+    owner_device_id: int | None = None
+    private: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a JSON-ready dict."""
@@ -401,8 +419,11 @@ class Database:
 
     async def update_session(self, session_id: int, *, name: str | None = None,
                              description: str | None = None,
-                             climber: str | None = None) -> SessionRecord:
+                             climber: str | None = None,
+                             pinned: bool | None = None) -> SessionRecord:
         """Edit a session's user-visible fields; ``None`` keeps a field as it is.
+
+        ``pinned=True`` protects the session from automatic deletion (retention).
 
         Raises:
             ValueError: ``name`` is blank.
@@ -417,9 +438,12 @@ class Database:
             values["description"] = description
         if climber is not None:
             values["climber"] = climber
+        if pinned is not None:
+            values["pinned"] = int(bool(pinned))
         async with self._transaction("update session") as conn:
+            current = check_visible(await self._get(conn, session_id))
             if not values:
-                return await self._get(conn, session_id)
+                return current
             return await self._set(conn, session_id, values)
 
     async def get_session(self, session_id: int) -> SessionRecord:
@@ -429,7 +453,7 @@ class Database:
             SessionNotFound: no such session. StorageError: database error.
         """
         async with self._read("get session") as conn:
-            return await self._get(conn, session_id)
+            return check_visible(await self._get(conn, session_id))
 
     async def list_sessions(self, *, limit: int = 20,
                             offset: int = 0) -> tuple[list[SessionRecord], int]:
@@ -440,13 +464,15 @@ class Database:
         """
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset must be >= 0")
+        visible, params = session_filter_sql()  # the request's viewer (climbd.security)
         async with self._read("list sessions") as conn:
             async with conn.execute(
-                f"SELECT {_SESSION_COLUMNS} FROM sessions "
-                "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?", (limit, offset),
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE {visible} "
+                "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?", (*params, limit, offset),
             ) as cur:
                 rows = await cur.fetchall()
-            async with conn.execute("SELECT COUNT(*) FROM sessions") as cur:
+            async with conn.execute(f"SELECT COUNT(*) FROM sessions WHERE {visible}",
+                                    params) as cur:
                 total_row = await cur.fetchone()
         assert total_row is not None
         return [SessionRecord._from_row(r) for r in rows], int(total_row[0])
@@ -461,7 +487,7 @@ class Database:
             SessionNotFound, DiskFullError, StorageError.
         """
         async with self._transaction("delete session") as conn:
-            record = await self._get(conn, session_id)
+            record = check_visible(await self._get(conn, session_id))
             await conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
             return record
 
@@ -498,7 +524,7 @@ class Database:
         lo = -np.inf if start_s is None else float(start_s)
         hi = np.inf if end_s is None else float(end_s)
         async with self._read("read poses") as conn:
-            await self._get(conn, session_id)
+            check_visible(await self._get(conn, session_id))
             async with conn.execute(
                 "SELECT blob FROM pose_chunks WHERE session_id = ? AND t_start < ? "
                 "AND t_end >= ? ORDER BY t_start, id", (session_id, hi, lo),
