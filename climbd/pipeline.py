@@ -6,9 +6,11 @@ Threads (blocking work never runs on the event loop):
   one to the encoder queue *and* to the pose slot;
 - ``climbd-encode`` encodes every frame (video never skips a frame) and publishes
   :class:`~climbd.video.EncodedPacket` on :attr:`Pipeline.packets`;
-- ``climbd-pose`` takes the *latest* frame from a one-slot hand-off (when inference falls
-  behind the camera, pose skips frames: latest frame wins) and publishes
-  :class:`~climbd.pose.Pose` on :attr:`Pipeline.poses`; each pose names its frame number.
+- ``climbd-pose-N`` (``pose.workers`` of them, each with its own BlazePose tracker) take
+  the *latest* frame from a one-slot hand-off whenever they are free (when inference falls
+  behind the camera, pose skips frames: latest frame wins) and publish
+  :class:`~climbd.pose.Pose` on :attr:`Pipeline.poses` in frame order; each pose names its
+  frame number.
 """
 
 from __future__ import annotations
@@ -108,8 +110,15 @@ class Pipeline:
             threading.Thread(target=self._encode_loop, name="climbd-encode", daemon=True),
         ]
         if config.pose.enabled:
-            self._threads.append(
-                threading.Thread(target=self._pose_loop, name="climbd-pose", daemon=True))
+            self._threads += [
+                threading.Thread(target=self._pose_loop, name=f"climbd-pose-{i}", daemon=True)
+                for i in range(config.pose.workers)]
+        # Pose workers take frames in ticket order and publish in the same order, so pose
+        # results always come out in increasing frame number whichever worker finishes first.
+        self._take_lock = threading.Lock()
+        self._publish_cond = threading.Condition()
+        self._next_ticket = 0
+        self._next_publish = 0
         self.video_dropped = 0
         self.video_error: str | None = None
         self.pose_error: str | None = None
@@ -180,16 +189,29 @@ class Pipeline:
             return
         try:
             while True:
-                frame = self._pose_slot.take()
-                if frame is None:
-                    break
-                rgb = frame.image.to_ndarray(format="rgb24")
+                with self._take_lock:
+                    frame = self._pose_slot.take()
+                    if frame is None:
+                        break
+                    ticket = self._next_ticket
+                    self._next_ticket += 1
+                pose = None
                 try:
+                    rgb = frame.image.to_ndarray(format="rgb24")
                     pose = estimator.process(rgb, frame.number, frame.timestamp)
                 except PoseError as exc:
                     self.pose_error = str(exc)
                     log.error("%s", exc)
-                    continue
+                finally:
+                    self._publish_in_order(ticket, pose)
+        finally:
+            self._pose_slot.close()  # a worker that stops must not leave the others waiting
+            estimator.close()
+
+    def _publish_in_order(self, ticket: int, pose: Pose | None) -> None:
+        with self._publish_cond:
+            self._publish_cond.wait_for(lambda: self._next_publish == ticket)
+            if pose is not None:
                 now = time.monotonic()
                 self.last_pose_at = now
                 self.pose_results += 1
@@ -197,8 +219,8 @@ class Pipeline:
                 self._inference_ms.append(pose.inference_s * 1000)
                 self._pose_times.append(now)
                 self.poses.publish_threadsafe(pose)
-        finally:
-            estimator.close()
+            self._next_publish += 1
+            self._publish_cond.notify_all()
 
     # -- health ----------------------------------------------------------------------------
     @property
