@@ -242,6 +242,19 @@ async def test_malformed_client_messages_get_rate_limited_errors() -> None:
     await feed.close()
 
 
+async def test_client_messages_beyond_the_rate_limit_are_refused() -> None:
+    loop = asyncio.get_running_loop()
+    feed = LandmarkFeed(Broadcast(loop), Broadcast(loop), KeyframeGovernor(lambda: None), loop)
+    lc = LandmarkChannel(_Channel(), feed, lambda: None,  # type: ignore[arg-type]
+                         message_limit=(1.0, 5))
+    replies = [lc.handle_client_message('{"type":"ping","id":1}') for _ in range(8)]
+    assert [r["type"] for r in replies[:5] if r] == ["pong"] * 5  # the burst
+    assert lc.rate_limited == 3
+    assert all(r is None or r["code"] == "rate-limited" for r in replies[5:])
+    lc.close()
+    await feed.close()
+
+
 async def test_feed_matches_poses_to_packets_in_either_order() -> None:
     loop = asyncio.get_running_loop()
     packets: Broadcast[EncodedPacket] = Broadcast(loop)

@@ -43,6 +43,8 @@ from climbd.api.schemas import SaveLastRequest, StartRequest
 from climbd.api.sessions import session_out
 from climbd.api.whep import LIVE, Problem, endpoint_of, problem
 from climbd.errors import ClimbdError
+from climbd.security.middleware import message_bucket
+from climbd.security.ratelimit import TokenBucket
 from climbd.streaming import WhepEndpoint
 from climbd.streaming.landmarks import hello_message, pack_message
 
@@ -74,8 +76,10 @@ _SOCKETS: web.AppKey[_Sockets] = web.AppKey("climbd_live_sockets", _Sockets)
 class _LiveClient:
     """One WebSocket client: reader loop plus status and landmark pushers."""
 
-    def __init__(self, ws: web.WebSocketResponse, daemon: Any, endpoint: WhepEndpoint):
+    def __init__(self, ws: web.WebSocketResponse, daemon: Any, endpoint: WhepEndpoint,
+                 bucket: TokenBucket | None = None):
         self.ws = ws
+        self.bucket = bucket  # client messages per second (security.messages_per_s)
         self.daemon = daemon
         self.endpoint = endpoint
         self.bad = 0
@@ -122,6 +126,9 @@ class _LiveClient:
         await self.send_json({"type": "error", "code": code, "error": text, "id": msg_id})
 
     async def _handle(self, text: str) -> None:
+        if self.bucket is not None and not self.bucket.take(time.monotonic()):
+            await self._error("rate-limited", "too many messages: slow down", None)
+            return
         if len(text) > MAX_MESSAGE:
             await self._error("too-large", f"message longer than {MAX_MESSAGE} bytes", None)
             return
@@ -253,7 +260,7 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
     sockets.add(ws)
     try:
         await ws.prepare(request)
-        await _LiveClient(ws, daemon, endpoint).run()
+        await _LiveClient(ws, daemon, endpoint, message_bucket(request.app)).run()
     finally:
         sockets.discard(ws)
     return ws

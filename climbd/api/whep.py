@@ -241,7 +241,9 @@ async def get_session(request: web.Request) -> web.StreamResponse:
 async def _live_view(app: web.Application) -> AsyncIterator[None]:
     """Start the endpoint with the app; at cleanup close every peer."""
     daemon: Any = app[DAEMON]
-    endpoint = WhepEndpoint(daemon, daemon.config.webrtc, daemon.config.video.keyframe_interval_s)
+    sec = daemon.config.security
+    endpoint = WhepEndpoint(daemon, daemon.config.webrtc, daemon.config.video.keyframe_interval_s,
+                            message_limit=(sec.messages_per_s, sec.messages_burst))
     endpoint.start()
     app[LIVE].endpoint = endpoint
     health = getattr(daemon, "health_sources", None)

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 from aiortc import RTCDataChannel
 
+from climbd.security.ratelimit import TokenBucket
 from climbd.streaming.feed import LandmarkFeed
 from climbd.streaming.landmarks import hello_message, pack_message
 
@@ -63,8 +64,13 @@ class LandmarkChannel:
     """
 
     def __init__(self, channel: RTCDataChannel, feed: LandmarkFeed,
-                 rtp_origin: Callable[[], int | None]):
+                 rtp_origin: Callable[[], int | None],
+                 message_limit: tuple[float, float] | None = None):
         self.channel = channel
+        #: client messages per second and burst (token bucket); None = unlimited
+        self._bucket = (TokenBucket(message_limit[0], message_limit[1], time.monotonic())
+                        if message_limit else None)
+        self.rate_limited = 0
         self._feed = feed
         self._rtp_origin = rtp_origin
         self._sub = feed.frames.subscribe(maxsize=2, policy="latest")
@@ -178,6 +184,9 @@ class LandmarkChannel:
 
     def handle_client_message(self, message: str | bytes) -> dict[str, Any] | None:
         """The reply to one client message, or None (also None for rate-limited errors)."""
+        if self._bucket is not None and not self._bucket.take(time.monotonic()):
+            self.rate_limited += 1
+            return self._error("too many messages: slow down", "rate-limited")
         if isinstance(message, bytes):
             return self._error("binary messages are not accepted from clients", "bad-message")
         if len(message) > MAX_CLIENT_MESSAGE:

@@ -54,8 +54,11 @@ class WhepEndpoint:
     """
 
     def __init__(self, source: LiveSource, config: WebRTCConfig,
-                 keyframe_interval_s: float = 1.0):
+                 keyframe_interval_s: float = 1.0,
+                 message_limit: tuple[float, float] | None = None):
         self.config = config
+        #: data-channel client messages per second and burst, per viewer (None = unlimited)
+        self.message_limit = message_limit
         self._source = source
         self.keyframes = KeyframeGovernor(source.request_keyframe, gop_s=keyframe_interval_s)
         self.packetizer = SharedPacketizer()
@@ -108,6 +111,7 @@ class WhepEndpoint:
             host_candidates=self.config.host_candidates,
             ice_timeout_s=self.config.ice_timeout_s,
             on_closed=self._forget,
+            message_limit=self.message_limit,
         )
         self._sessions[session.id] = session  # reserve the slot before the first await
         answer = await session.answer(offer)

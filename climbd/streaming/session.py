@@ -89,7 +89,9 @@ class WhepSession:
         host_candidates: Sequence[str] = (),
         ice_timeout_s: float = 15.0,
         on_closed: Callable[[WhepSession], None] | None = None,
+        message_limit: tuple[float, float] | None = None,
     ):
+        self._message_limit = message_limit
         self.id = secrets.token_urlsafe(16)
         self.etag = f'"{secrets.token_hex(8)}"'
         self.created = time.monotonic()
@@ -196,7 +198,8 @@ class WhepSession:
                      self.id[:6], channel.label)
             channel.close()
             return
-        self.landmarks = LandmarkChannel(channel, self._feed, self._rtp_origin)
+        self.landmarks = LandmarkChannel(channel, self._feed, self._rtp_origin,
+                                         message_limit=self._message_limit)
         self.landmarks.start()
 
     def _rtp_origin(self) -> int | None:
