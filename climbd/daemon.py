@@ -222,6 +222,9 @@ class Daemon:
             problems.append("pose error")
         if report["video"]["error"]:
             problems.append("video error")
+        retention = report.get("retention")
+        if isinstance(retention, dict) and retention.get("state") == "critical":
+            problems.append("disk below the recording floor")
         if self.safe_mode:
             problems.insert(0, f"safe mode: {self.safe_mode}")
         report["safe_mode"] = self.safe_mode

@@ -176,7 +176,10 @@ async def test_recording_is_refused_below_the_floor(tmp_path: Path, media: Path)
             assert "12.0 MiB needed" in body["message"]
             status, body = await c.req("POST", "/api/recordings/save-last", json={"seconds": 1})
             assert status == 507
-            health = (await c.req("GET", "/api/health"))[1]["retention"]
+            full = (await c.req("GET", "/api/health"))[1]
+            assert full["status"] == "degraded"
+            assert "disk below the recording floor" in full["problems"]
+            health = full["retention"]
             assert health["state"] == "critical" and health["can_record"] is False
             assert health["floor_bytes"] == 12 * MiB and health["free_bytes"] < 12 * MiB
             assert daemon.recorder.status()["state"] == "idle"
