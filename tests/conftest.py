@@ -122,6 +122,23 @@ class DaemonProcess:
 
 
 @pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 300 KiB tmpfs (needs root and mount(2); the test is skipped otherwise)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
 def daemon_factory(tmp_path: Path) -> Iterator[Any]:
     """Start ``climbd run`` subprocesses; all are stopped at teardown."""
     procs: list[DaemonProcess] = []
