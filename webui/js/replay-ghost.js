@@ -11,7 +11,7 @@
 // its seq (or a later one) comes back; the server ignores a seq it has already applied.
 
 import { PoseBuffer, decodePose } from "./landmarks.js";
-import { DEFAULT_CONNECTIONS, SkeletonOverlay, containRect, project } from "./skeleton.js";
+import { SkeletonOverlay } from "./skeleton.js";
 import { WhepPlayer } from "./whep.js";
 
 export const KIND_GHOST = 2;
@@ -52,76 +52,21 @@ export function decodeGhost(buffer, scale = 10000) {
   };
 }
 
-/** The ghost skeleton: one colour, drawn like the live one (same geometry helpers). */
-export class GhostOverlay {
+/** The ghost skeleton: the live overlay's drawing in one colour (climbd's magenta). */
+export class GhostOverlay extends SkeletonOverlay {
   constructor(canvas, video) {
-    this.canvas = canvas;
-    this.video = video;
-    this.ctx = canvas.getContext("2d");
-    this.connections = DEFAULT_CONNECTIONS;
+    super(canvas, video);
     this.colour = GHOST_COLOUR;
-    this.enabled = true;
-    this.dpr = 1;
-    this.last = null;
-    this._pending = null;
-    this.resize();
-    new ResizeObserver(() => { this.resize(); this.redraw(); }).observe(canvas);
   }
 
-  resize() {
-    this.dpr = window.devicePixelRatio || 1;
-    const w = Math.round(this.canvas.clientWidth * this.dpr);
-    const h = Math.round(this.canvas.clientHeight * this.dpr);
-    if (this.canvas.width !== w || this.canvas.height !== h) {
-      this.canvas.width = w;
-      this.canvas.height = h;
-    }
-  }
-
-  clear() {
-    this.ctx.setTransform(1, 0, 0, 1, 0, 0);
-    this.ctx.clearRect(0, 0, this.canvas.width, this.canvas.height);
-  }
-
+  /** Draw a decoded ghost pose on the live frame with RTP timestamp `frameTs`. */
   draw(pose, frameTs, frameSize) {
-    this.clear();
-    this._pending = { pose, frameTs, frameSize };
-    const w = (frameSize && frameSize.width) || this.video.videoWidth;
-    const h = (frameSize && frameSize.height) || this.video.videoHeight;
-    const rect = containRect(this.canvas.clientWidth, this.canvas.clientHeight, w, h);
-    if (!this.enabled || !pose || !pose.detected || !rect) {
-      this.last = { frameTs, ghostFrame: pose ? pose.frame : null, points: [], rect };
-      return;
-    }
-    const pts = project(pose.points, pose.count, rect);
-    const ctx = this.ctx;
-    ctx.setTransform(this.dpr, 0, 0, this.dpr, 0, 0);
-    const scale = Math.max(rect.width, rect.height);
-    const lineWidth = Math.max(3, scale * 0.007);
-    ctx.lineCap = "round";
-    ctx.lineJoin = "round";
-    for (const [a, b] of this.connections) {
-      const p = pts[a];
-      const q = pts[b];
-      if (!p || !q) continue;
-      ctx.strokeStyle = "rgba(0, 0, 0, 0.5)";
-      ctx.lineWidth = lineWidth + 3;
-      ctx.beginPath(); ctx.moveTo(p[0], p[1]); ctx.lineTo(q[0], q[1]); ctx.stroke();
-      ctx.strokeStyle = this.colour;
-      ctx.lineWidth = lineWidth;
-      ctx.beginPath(); ctx.moveTo(p[0], p[1]); ctx.lineTo(q[0], q[1]); ctx.stroke();
-    }
-    const r = Math.max(4, scale * 0.009);
-    ctx.fillStyle = this.colour;
-    for (const p of pts) {
-      if (!p) continue;
-      ctx.beginPath(); ctx.arc(p[0], p[1], r, 0, 2 * Math.PI); ctx.fill();
-    }
-    this.last = { frameTs, ghostFrame: pose.frame, ghostT: pose.t, points: pts, rect, dpr: this.dpr };
+    this._paint(pose, frameTs, false, frameSize);
   }
 
-  redraw() {
-    if (this._pending) this.draw(this._pending.pose, this._pending.frameTs, this._pending.frameSize);
+  describe(pose, frameTs, exact, points, rect) {
+    return { frameTs, ghostFrame: pose ? pose.frame : null, ghostT: pose ? pose.t : null,
+             points, rect, dpr: this.dpr };
   }
 }
 

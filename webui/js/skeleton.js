@@ -43,6 +43,7 @@ export class SkeletonOverlay {
     this.video = video;
     this.ctx = canvas.getContext("2d");
     this.connections = DEFAULT_CONNECTIONS;
+    this.colour = null; // null: left side cyan, right side orange; a CSS colour: one colour
     this.enabled = true;
     this.dpr = 1;
     this.last = null; // what was drawn last (tests read it through window.climbd)
@@ -67,13 +68,22 @@ export class SkeletonOverlay {
 
   /** Draw `pose` (decoded message) for the frame with RTP timestamp `frameTs`. */
   draw(pose, frameTs, exact, frameSize) {
+    this._paint(pose, frameTs, exact, frameSize);
+  }
+
+  /** What `last` records about a drawing (tests read it); subclasses add their fields. */
+  describe(pose, frameTs, exact, points, rect) {
+    return { frameTs, poseTs: pose ? pose.timestamp : null, exact, points, rect, dpr: this.dpr };
+  }
+
+  _paint(pose, frameTs, exact, frameSize) {
     this.clear();
     this._pending = { pose, frameTs, exact, frameSize };
     const w = (frameSize && frameSize.width) || this.video.videoWidth;
     const h = (frameSize && frameSize.height) || this.video.videoHeight;
     const rect = containRect(this.canvas.clientWidth, this.canvas.clientHeight, w, h);
     if (!this.enabled || !pose || !pose.detected || !rect) {
-      this.last = { frameTs, poseTs: pose ? pose.timestamp : null, exact, points: [], rect };
+      this.last = this.describe(pose, frameTs, exact, [], rect);
       return;
     }
     const pts = project(pose.points, pose.count, rect);
@@ -94,7 +104,8 @@ export class SkeletonOverlay {
       ctx.strokeStyle = "rgba(0, 0, 0, 0.55)";
       ctx.lineWidth = lineWidth + 3;
       ctx.beginPath(); ctx.moveTo(p[0], p[1]); ctx.lineTo(q[0], q[1]); ctx.stroke();
-      ctx.strokeStyle = LEFT.has(a) && LEFT.has(b) ? "#00e5ff" : (!LEFT.has(a) && !LEFT.has(b) ? "#ff9f0a" : "#ffffff");
+      ctx.strokeStyle = this.colour
+        || (LEFT.has(a) && LEFT.has(b) ? "#00e5ff" : (!LEFT.has(a) && !LEFT.has(b) ? "#ff9f0a" : "#ffffff"));
       ctx.lineWidth = lineWidth;
       ctx.beginPath(); ctx.moveTo(p[0], p[1]); ctx.lineTo(q[0], q[1]); ctx.stroke();
     }
@@ -102,19 +113,20 @@ export class SkeletonOverlay {
     for (let i = 0; i < pts.length; i++) {
       const p = pts[i];
       if (!p) continue;
-      ctx.fillStyle = "#ffffff";
+      ctx.fillStyle = this.colour || "#ffffff";
       ctx.beginPath(); ctx.arc(p[0], p[1], r, 0, 2 * Math.PI); ctx.fill();
+      if (this.colour) continue;
       ctx.fillStyle = LEFT.has(i) ? "#00e5ff" : "#ff9f0a";
       ctx.beginPath(); ctx.arc(p[0], p[1], r * 0.6, 0, 2 * Math.PI); ctx.fill();
     }
     ctx.restore();
-    this.last = { frameTs, poseTs: pose.timestamp, exact, points: pts, rect, dpr: this.dpr };
+    this.last = this.describe(pose, frameTs, exact, pts, rect);
   }
 
   redraw() {
     if (this._pending) {
       const { pose, frameTs, exact, frameSize } = this._pending;
-      this.draw(pose, frameTs, exact, frameSize);
+      this._paint(pose, frameTs, exact, frameSize);
     }
   }
 }
