@@ -73,19 +73,20 @@ class PreRollBuffer:
         self.keep_s = keep_s
         self.packets: deque[EncodedPacket] = deque()
         self.poses: deque[Pose] = deque()
+        self._keys: deque[EncodedPacket] = deque()  # the buffered keyframes, oldest first
 
     def add_packet(self, packet: EncodedPacket) -> None:
-        """Append a packet and trim whole GOPs older than ``keep_s``."""
+        """Append a packet and trim whole GOPs older than ``keep_s`` (O(1) amortised)."""
         if not self.packets and not packet.keyframe:
             return  # never start the buffer mid-GOP
         self.packets.append(packet)
+        if packet.keyframe:
+            self._keys.append(packet)
         horizon = packet.timestamp - self.keep_s
         # drop the oldest GOP while the *next* keyframe is still at or before the horizon
-        while True:
-            nxt = next((i for i, p in enumerate(self.packets) if i > 0 and p.keyframe), None)
-            if nxt is None or self.packets[nxt].timestamp > horizon:
-                break
-            for _ in range(nxt):
+        while len(self._keys) > 1 and self._keys[1].timestamp <= horizon:
+            self._keys.popleft()
+            while self.packets[0] is not self._keys[0]:
                 self.packets.popleft()
         oldest = self.packets[0].timestamp
         while self.poses and self.poses[0].timestamp < oldest:
