@@ -74,6 +74,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         self.started_at = time.monotonic()
         self.notifier: Any = None
+        self.admin_socket: Any = None
 
     # -- streams for the live view ---------------------------------------------------------
     @property
@@ -122,7 +123,7 @@ class Daemon:
         from climbd.api import create_app
 
         self.app = create_app(self)
-        from climbd.security.transport import make_site, runner_options
+        from climbd.api.server import make_site, runner_options
 
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                      **runner_options(self.config))
@@ -132,6 +133,13 @@ class Daemon:
         self.port = site.port
         log.info("listening on %s://%s:%s", "https" if site.tls else "http",
                  self.config.server.host, self.port)
+        from climbd.api.admin_socket import AdminSocket, socket_path
+
+        self.admin_socket = AdminSocket(self, self.app, socket_path(self.state_dir))
+        try:
+            await self.admin_socket.start()  # `climbd token`, `climbd pair` (local admin)
+        except OSError as exc:
+            log.error("no local admin socket at %s: %s", self.admin_socket.path, exc)
         if not self.safe_mode:
             await asyncio.to_thread(self.pipeline.capture.opened.wait, 15.0)
         self._start_service()
@@ -168,6 +176,8 @@ class Daemon:
                 log.info("stopped session %d on shutdown", rec.id)
             except Exception:
                 log.exception("could not finalise the running recording")
+        if self.admin_socket is not None:
+            await self.admin_socket.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         for t in self._tasks:

@@ -122,7 +122,7 @@ async def test_a_route_without_a_declared_rule_is_admin_only() -> None:
     trusted = web.Application(middlewares=[error_middleware])
 
     class _Local:
-        config = Config()
+        config = Config.model_validate({"security": {"loopback_is_trusted": True}})
 
     trusted[DAEMON] = _Local()  # type: ignore[misc]
     add_auth_routes(trusted)
