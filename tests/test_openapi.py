@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from climbd.api import create_app
 from climbd.api.openapi import build_document, documented_routes
 from climbd.config import Config
 from climbd.services import Services
+
+pytestmark = pytest.mark.unit
 
 
 def _app() -> Any:
