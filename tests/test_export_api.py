@@ -140,9 +140,8 @@ async def test_worker_threads_all_run_at_idle_priority(tmp_path: Path, media: Pa
     state = copy_template(tmp_path / "state")
     shipped = daemon_config(export=ExportConfig().model_dump())  # nice 19 + SCHED_IDLE
     async with start_daemon(state, shipped) as (c, daemon):
-        from climbd.api.exports import EXPORTS
-
-        manager = daemon.app[EXPORTS]  # type: ignore[index]
+        manager = daemon.exports
+        assert manager is not None
         e = (await c.req("POST", "/api/sessions/1/exports", json={"kind": "overlay"}))[1]
         pid = None
         for _ in range(1500):
