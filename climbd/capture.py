@@ -494,9 +494,11 @@ class CaptureWorker:
         return self._thread.is_alive()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Ask the thread to stop and wait up to ``timeout`` seconds for it."""
+        """Ask the thread to stop and wait up to ``timeout`` seconds for it (a capture that
+        never started, as in safe mode, just stops)."""
         self._stop.set()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         delay = self._config.retry_initial_s

@@ -87,11 +87,17 @@ class CaptureConfig(_Section):
 
 
 class PoseConfig(_Section):
-    """MediaPipe BlazePose settings (legacy ``mp.solutions.pose``, tracking mode)."""
+    """MediaPipe BlazePose settings (tracking mode; see :mod:`climbd.pose` for the backends)."""
 
     enabled: bool = True
     model_complexity: Literal[1] = Field(
         1, description="1 = BlazePose GHUM Full, the only model shipped in mediapipe 0.10.18"
+    )
+    backend: Literal["auto", "solutions", "tasks"] = Field(
+        "auto", description="'solutions' = mp.solutions.pose of mediapipe 0.10.18 (Python <= "
+        "3.12); 'tasks' = the Tasks API PoseLandmarker of mediapipe >= 0.10 with the "
+        "climbd-blazepose-full bundle (any Python, the one on 3.13); 'auto' = solutions when "
+        "installed, else tasks",
     )
     min_detection_confidence: float = Field(0.5, ge=0, le=1)
     min_tracking_confidence: float = Field(0.5, ge=0, le=1)

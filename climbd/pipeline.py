@@ -194,7 +194,8 @@ class Pipeline:
             log.error("encoder did not drain its queue on stop")
         self._pose_slot.close()
         for t in self._threads:
-            t.join(5.0)
+            if t.ident is not None:  # never started in safe mode
+                t.join(5.0)
         self.packets.close()
         self.poses.close()
 
