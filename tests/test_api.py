@@ -20,6 +20,8 @@ from tests.conftest import SHORT
 from tests.fakes import CameraRig
 from tests.securitykit import admin_headers
 
+pytestmark = pytest.mark.integration
+
 
 class Client:
     def __init__(self, session: aiohttp.ClientSession, base: str):

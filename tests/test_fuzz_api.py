@@ -37,7 +37,9 @@ from yarl import URL
 from climbd.api import create_app
 from climbd.api.openapi import build_document
 from climbd.api.security import SECURITY
+from climbd.config import Config
 from climbd.security import crypto
+from climbd.services import Services
 from tests.conftest import SHORT
 from tests.securitykit import (
     FAST_SCRYPT,
@@ -48,17 +50,15 @@ from tests.securitykit import (
     wait_frames,
 )
 
+pytestmark = pytest.mark.integration
+
 #: Generated requests in all, split evenly across operations.
 TOTAL_CASES = 10_200
 LAN_HOST = "192.168.50.5"
 
 
-class _NoDaemon:
-    pass
-
-
 def _document() -> dict[str, Any]:
-    return build_document(create_app(_NoDaemon()), "climbd", "fuzz")  # type: ignore[arg-type]
+    return build_document(create_app(Services(Config())), "climbd", "fuzz")
 
 
 DOC = _document()

@@ -37,7 +37,7 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -46,9 +46,6 @@ from climbd.security import crypto
 from climbd.security.access import TOKEN_SCOPES
 from climbd.security.connections import owner_key
 from climbd.security.store import AuthStore
-
-if TYPE_CHECKING:
-    from climbd.daemon import Daemon
 
 __all__ = ["SOCKET_NAME", "AdminSocket", "peer_uid", "socket_path"]
 
@@ -59,7 +56,7 @@ SOCKET_NAME = "admin.sock"
 #: Largest request body, bytes.
 MAX_BODY = 4096
 _MAIN_APP: web.AppKey[web.Application] = web.AppKey("climbd_main_app", web.Application)
-_DAEMON: web.AppKey[Any] = web.AppKey("climbd_admin_daemon", object)
+_HEALTH: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("climbd_admin_health")
 
 
 def socket_path(state_dir: Path) -> Path:
@@ -206,26 +203,27 @@ async def set_password(request: web.Request) -> web.Response:
     return web.json_response({"admin_configured": True})
 
 
-async def health(request: web.Request) -> web.Response:
+async def health_report(request: web.Request) -> web.Response:
     """``GET /v1/health``: the daemon's full health report."""
-    return web.json_response(request.app[_DAEMON].health())
+    return web.json_response(request.app[_HEALTH]())
 
 
 class AdminSocket:
     """The admin channel of one daemon: build, :meth:`start`, :meth:`stop`.
 
     Args:
-        daemon: the running daemon (its health report).
         main_app: the HTTP application whose security state (credential store, live
             connections) the channel manages.
         path: the socket file (see :func:`socket_path`).
+        health: returns the full health report (``Daemon.health``).
     """
 
-    def __init__(self, daemon: Daemon, main_app: web.Application, path: Path):
+    def __init__(self, main_app: web.Application, path: Path,
+                 health: Callable[[], dict[str, Any]]):
         self.path = path
         self.app = web.Application(middlewares=[_guard], client_max_size=MAX_BODY)
         self.app[_MAIN_APP] = main_app
-        self.app[_DAEMON] = daemon
+        self.app[_HEALTH] = health
         r = self.app.router
         r.add_get("/v1/tokens", list_tokens)
         r.add_post("/v1/tokens", create_token)
@@ -234,7 +232,7 @@ class AdminSocket:
         r.add_delete("/v1/devices/{id}", remove_device)
         r.add_post("/v1/pairing-codes", create_code)
         r.add_put("/v1/admin-password", set_password)
-        r.add_get("/v1/health", health)
+        r.add_get("/v1/health", health_report)
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
