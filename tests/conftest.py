@@ -1,4 +1,22 @@
-"""Shared fixtures: real clips from ../shared/media, free loopback ports, a daemon process."""
+"""Shared fixtures: real clips from ../shared/media, a daemon process, polling, and the tiers.
+
+Every test belongs to exactly one tier, declared by a marker (normally module-wide:
+``pytestmark = pytest.mark.unit``); a test without one fails with a message saying so.
+The tier is the marker closest to the test, so a module's ``pytestmark`` can be overridden
+on one function. Select tiers with ``--tier unit,integration`` (``-m`` also works when no
+test overrides its module's tier).
+
+==============  =================================================================
+``unit``        pure code, no subprocess, no network beyond an in-memory loop; the
+                whole tier runs in well under a minute
+``integration`` the in-process daemon or a stage of it with the fake camera at the
+                device seam; real aiohttp on loopback, real aiortc, real SQLite files
+``media``       MediaPipe BlazePose on the real clips (ingest, ``climbd run`` daemons)
+``browser``     real headless Chromium (/usr/bin/chromium)
+``system``      the install chroot, arm64 emulation, network namespaces, systemd tools:
+                slow, subprocess-heavy, root
+==============  =================================================================
+"""
 
 from __future__ import annotations
 
@@ -25,6 +43,49 @@ SHORT = MEDIA / "climb_short_2s.mp4"               # 404x720, 30 fps, 73 frames
 CLIPS = [STEEPWALL, HANDHELD, SHORT]
 
 os.environ.setdefault("GLOG_minloglevel", "2")
+
+#: The test tiers, cheapest first (the order scripts/test runs them in).
+TIERS = ("unit", "integration", "media", "browser", "system")
+_TIER_KEY = pytest.StashKey[str | None]()
+
+
+def tier_of(item: pytest.Item) -> str | None:
+    """The tier of a collected test: the tier marker closest to it, or None."""
+    for mark in item.iter_markers():
+        if mark.name in TIERS:
+            return mark.name
+    return None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--tier", action="append", default=[], metavar="TIER[,TIER]",
+                     help=f"run only tests of these tiers ({', '.join(TIERS)}); repeatable")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Record each test's tier and keep only the ``--tier`` ones (untiered tests are kept,
+    so that they fail)."""
+    wanted = {t.strip() for arg in config.getoption("tier") for t in arg.split(",") if t.strip()}
+    unknown = wanted - set(TIERS)
+    if unknown:
+        raise pytest.UsageError(f"--tier: unknown tier(s) {sorted(unknown)}; tiers are {TIERS}")
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        tier = tier_of(item)
+        item.stash[_TIER_KEY] = tier
+        (keep if not wanted or tier is None or tier in wanted else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.stash.get(_TIER_KEY, None) is None:
+        pytest.fail(
+            f"{item.nodeid} has no tier marker. Declare one in its module, e.g.\n"
+            f"    pytestmark = pytest.mark.integration\n"
+            f"Tiers: {', '.join(TIERS)} (described in tests/conftest.py).", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ from climbd.export.cli import terminal_bar
 from climbd.export.posedata import read_csv, read_json
 from climbd.storage import probe
 from tests.conftest import REPO, STEEPWALL
-from tests.test_export_support import (
+from tests.export_support import (
     add_video_session,
     copy_template,
     daemon_config,
@@ -34,6 +34,8 @@ from tests.test_export_support import (
     tmpfs,
     wait_frames,
 )
+
+pytestmark = pytest.mark.integration
 
 
 def _keyframe_times(path: Path) -> list[float]:

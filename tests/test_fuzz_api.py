@@ -41,6 +41,8 @@ from climbd.security.middleware import SECURITY
 from tests.conftest import SHORT
 from tests.securitykit import FAST_SCRYPT, Agent, new_code, secure_daemon, wait_frames
 
+pytestmark = pytest.mark.integration
+
 #: Generated requests in all, split evenly across operations.
 TOTAL_CASES = 10_200
 LAN_HOST = "192.168.50.5"

@@ -31,6 +31,8 @@ from climbd.security.ratelimit import client_key
 from climbd.storage.database import SessionRecord
 from climbd.streaming.errors import OfferError
 
+pytestmark = pytest.mark.unit
+
 FUZZ = settings(max_examples=600, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                        HealthCheck.data_too_large])

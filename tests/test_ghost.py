@@ -27,6 +27,8 @@ from climbd.ghost import (
 )
 from climbd.storage.posecodec import PoseSeries
 
+pytestmark = pytest.mark.unit
+
 
 class FakeClock:
     def __init__(self, t: float = 1000.0):

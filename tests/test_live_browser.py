@@ -33,7 +33,7 @@ import pytest
 
 from tests.conftest import REPO, STEEPWALL, DaemonProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.browser
 
 IN_NETNS = os.environ.get("CLIMBD_TEST_NETNS") == "1"
 CHROMIUM = Path("/usr/bin/chromium")

@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from climbd.api import create_app
 from climbd.api.openapi import build_document, documented_routes
+
+pytestmark = pytest.mark.unit
 
 
 class _NoDaemon:

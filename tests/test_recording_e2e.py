@@ -20,7 +20,7 @@ import pytest
 from climbd.storage import decode_chunk, probe
 from tests.conftest import STEEPWALL
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.media
 
 FPS = 25.0  # climb_steepwall_static.mp4 is 25 fps CFR
 

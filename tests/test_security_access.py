@@ -33,6 +33,8 @@ from climbd.security import crypto
 from climbd.security.access import NOT_SESSION_SCOPED, session_resource
 from tests.securitykit import FAST_SCRYPT, Agent, new_code, secure_daemon, wait_frames
 
+pytestmark = pytest.mark.integration
+
 #: The only routes anyone who reaches the appliance may call (method, template). Adding one
 #: here is a security decision: say why in the comment.
 ANONYMOUS_ROUTES = {

@@ -36,6 +36,8 @@ from climbd.service import (
     supervise,
 )
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "climbd.service"
 SHORT = REPO.parent / "shared" / "media" / "climb_short_2s.mp4"
@@ -399,6 +401,7 @@ def _systemd_analyze() -> str:
     return exe
 
 
+@pytest.mark.integration
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
     exe = _systemd_analyze()
     copy = _verifiable_copy(tmp_path)
@@ -408,6 +411,7 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     assert r.returncode == 0 and messages == [], "\n".join(messages)
 
 
+@pytest.mark.integration
 def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path: Path) -> None:
     """The check above can fail: a misspelt directive is reported."""
     exe = _systemd_analyze()
@@ -418,6 +422,7 @@ def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path: Path) -> None:
     assert "NoNewPrivilege" in r.stdout + r.stderr
 
 
+@pytest.mark.integration
 def test_systemd_analyze_security_exposure(tmp_path: Path) -> None:
     exe = _systemd_analyze()
     copy = _verifiable_copy(tmp_path)
@@ -495,7 +500,7 @@ def _need_media() -> None:
         pytest.skip(f"test media missing: {SHORT}")
 
 
-@pytest.mark.slow
+@pytest.mark.media
 def test_daemon_notifies_ready_status_watchdog_and_stopping(
     tmp_path: Path, notify_socket: NotifySocket
 ) -> None:
@@ -544,7 +549,7 @@ def _write_y4m(fifo: Path, seconds_of_video: float, done: threading.Event,
         stop.wait()
 
 
-@pytest.mark.slow
+@pytest.mark.media
 def test_watchdog_stops_when_capture_stalls(tmp_path: Path, notify_socket: NotifySocket
                                             ) -> None:
     """A source that stops delivering (the pipe stays open, nothing comes) makes the daemon
@@ -579,7 +584,7 @@ def test_watchdog_stops_when_capture_stalls(tmp_path: Path, notify_socket: Notif
         writer.join(5)
 
 
-@pytest.mark.slow
+@pytest.mark.media
 def test_daemon_runs_with_memory_deny_write_execute(
     tmp_path: Path, notify_socket: NotifySocket
 ) -> None:

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from climbd import share
-from tests.test_export_support import Client, copy_template, start_daemon
+from tests.export_support import Client, copy_template, start_daemon
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -155,6 +155,7 @@ async def test_expired_and_revoked_links_stop_working(tmp_path: Path, media: Pat
         assert (await c.req("GET", fresh["url"], raw=True))[0] == 404
 
 
+@pytest.mark.integration
 async def test_a_token_opens_its_own_clip_and_nothing_else(tmp_path: Path,
                                                            media: Path) -> None:
     state = copy_template(tmp_path / "state")
@@ -194,8 +195,9 @@ async def test_a_token_opens_its_own_clip_and_nothing_else(tmp_path: Path,
         assert daemon.state_dir == state
 
 
+@pytest.mark.integration
 async def test_configured_base_url_is_used_in_links(tmp_path: Path, media: Path) -> None:
-    from tests.test_export_support import daemon_config
+    from tests.export_support import daemon_config
 
     state = copy_template(tmp_path / "state")
     config = daemon_config(share={"base_url": "http://192.0.2.10:8080/", "ttl_s": 60})
@@ -209,6 +211,7 @@ async def test_configured_base_url_is_used_in_links(tmp_path: Path, media: Path)
         assert status == 200 and b"Pose data (CSV)" in page and b"<video" not in page
 
 
+@pytest.mark.unit
 def test_tokens_and_urls() -> None:
     tokens = {share.new_token() for _ in range(200)}
     assert len(tokens) == 200 and all(share.looks_like_token(t) for t in tokens)
