@@ -413,7 +413,8 @@ async function refreshLast() {
     const a = $("replay-last");
     if (last) {
       a.href = watchUrl(last.id);
-      a.textContent = `▶ Replay last (${formatDuration(last.duration_s)})`;
+      a.replaceChildren("▶ Replay last", Object.assign(document.createElement("small"),
+        { textContent: ` (${formatDuration(last.duration_s)})` }));
     } else {
       a.href = "/ui/sessions.html";
       a.textContent = "▶ Replay last";
@@ -436,7 +437,6 @@ $("record").addEventListener("click", async () => {
     if (s) {
       shell.toast(`Saved “${s.name}” (${formatDuration(s.duration_s)})`, {
         kind: "ok", action: { label: "▶ Watch", href: watchUrl(s.id), id: "toast-watch" } });
-      $("session-name").value = "";
       refreshLast();
     }
   } else {

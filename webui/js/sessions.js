@@ -38,7 +38,7 @@ function updateCount() {
   const count = state.total === null ? ""
     : state.total === 0 ? "none yet" : `${shown} of ${state.total}`;
   $("count").textContent = count;
-  shell.setTitle("Sessions", count);
+
   $("empty").hidden = state.total !== 0;
   $("more").hidden = state.done || state.total === null;
 }
@@ -324,7 +324,7 @@ async function confirmDelete() {
 // -- page -----------------------------------------------------------------------------------
 $("more").addEventListener("click", loadPage);
 $("refresh").addEventListener("click", reload);
-$("banner-retry").addEventListener("click", () => { hideBanner(); loadPage(); });
+$("banner-retry").addEventListener("click", () => loadPage()); // the banner goes once it loads
 $("detail-form").addEventListener("submit", saveDetail);
 $("detail-close").addEventListener("click", closeDetail);
 $("detail").addEventListener("close", () => { state.current = null; });
@@ -338,7 +338,7 @@ shell.addEventListener("online", () => { if (state.stats.failures) reload(); });
 if ("IntersectionObserver" in window) {
   new IntersectionObserver((entries) => {
     if (entries.some((e) => e.isIntersecting)) loadPage();
-  }, { rootMargin: "400px" }).observe($("sentinel"));
+  }, { root: $("page"), rootMargin: "400px" }).observe($("sentinel")); // #page scrolls
 }
 
 function openFromHash() {
