@@ -261,8 +261,17 @@ shell.addEventListener("online", () => {
   refreshStatus();
   refreshLast();
 });
+let lastKick = 0;
 shell.addEventListener("health", (e) => {
   const h = e.detail;
+  // back after a restart: the camera runs again, so do not wait out the WHEP back-off
+  const running = h.capture && h.capture.state === "running" && h.video && h.video.frames > 0;
+  if (player && !player.stopped && running && ["reconnecting", "offline"].includes(player.state)
+      && performance.now() - lastKick > 1500) {
+    lastKick = performance.now();
+    player.attempt = 0;
+    player.start();
+  }
   if (h.recording && (!ws || ws.readyState !== WebSocket.OPEN)) updateRecording(h.recording);
   else if (h.recording) noteBuffer(h.recording);
   const delay = h.live && h.live.delay;

@@ -353,8 +353,9 @@ class Shell extends EventTarget {
     if (performance.now() - this.lastTouch < this.kioskIdle * 1000) return;
     const atHome = this.page === this.kioskHome;
     if (atHome) return;
-    const busy = this.dispatchEvent(new CustomEvent("kiosk-idle", { cancelable: true }));
-    if (busy) window.location.assign(this.kioskHomeUrl());
+    // a page may keep the kiosk where it is (preventDefault on "kiosk-idle")
+    const go = this.dispatchEvent(new CustomEvent("kiosk-idle", { cancelable: true }));
+    if (go) window.location.assign(this.kioskHomeUrl());
     else this.lastTouch = performance.now();
   }
 
