@@ -27,6 +27,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = [
+    "AttemptsConfig",
     "ButtonConfig",
     "CaptureConfig",
     "Config",
@@ -67,18 +68,37 @@ class CaptureConfig(_Section):
         "", description="V4L2 pixel format to ask for, e.g. 'mjpeg' or 'yuyv422'; '' = driver's"
     )
     stall_timeout_s: float = Field(
-        5.0, gt=0, description="Seconds without a frame before the source counts as lost"
+        5.0, gt=0, description="Seconds without data from a camera or stream before it counts "
+        "as lost (then it is reopened); also the read timeout of network streams"
+    )
+    open_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Seconds a connection attempt to a camera or stream "
+        "may take before it fails (and is retried)"
+    )
+    rtsp_transport: Literal["tcp", "udp", "udp_multicast", "http", "https"] = Field(
+        "tcp", description="How RTSP carries the video (FFmpeg rtsp_transport): 'tcp' "
+        "(interleaved, survives Wi-Fi loss and NAT) or 'udp' (lower latency on a clean LAN)"
+    )
+    options: dict[str, str] = Field(
+        default_factory=dict, description="Extra FFmpeg input options for the source, as "
+        "strings (they win over climbd's own), e.g. {'buffer_size' = '4194304'}"
     )
     retry_initial_s: float = Field(1.0, gt=0, description="First reconnect delay in seconds")
     retry_max_s: float = Field(30.0, gt=0, description="Longest reconnect delay in seconds")
 
 
 class PoseConfig(_Section):
-    """MediaPipe BlazePose settings (legacy ``mp.solutions.pose``, tracking mode)."""
+    """MediaPipe BlazePose settings (tracking mode; see :mod:`climbd.pose` for the backends)."""
 
     enabled: bool = True
     model_complexity: Literal[1] = Field(
         1, description="1 = BlazePose GHUM Full, the only model shipped in mediapipe 0.10.18"
+    )
+    backend: Literal["auto", "solutions", "tasks"] = Field(
+        "auto", description="'solutions' = mp.solutions.pose of mediapipe 0.10.18 (Python <= "
+        "3.12); 'tasks' = the Tasks API PoseLandmarker of mediapipe >= 0.10 with the "
+        "climbd-blazepose-full bundle (any Python, the one on 3.13); 'auto' = solutions when "
+        "installed, else tasks",
     )
     min_detection_confidence: float = Field(0.5, ge=0, le=1)
     min_tracking_confidence: float = Field(0.5, ge=0, le=1)
@@ -95,7 +115,11 @@ class PoseConfig(_Section):
 class VideoConfig(_Section):
     """The single H.264 encode that feeds the recorder and every live viewer."""
 
-    encoder: str = Field("libx264", description="FFmpeg encoder name, e.g. h264_v4l2m2m on a Pi")
+    encoder: str = Field(
+        "libx264", description="FFmpeg encoder name (e.g. 'h264_v4l2m2m'); 'copy' = record and "
+        "stream the camera's own H.264 (passthrough, no encode); 'auto' = 'copy' for a camera "
+        "or stream that sends H.264 a browser can play, else libx264"
+    )
     preset: str = Field("veryfast", description="Encoder preset ('' to leave unset)")
     bitrate_kbps: int = Field(2500, gt=0, le=100_000)
     keyframe_interval_s: float = Field(1.0, gt=0, le=10, description="GOP length in seconds")
@@ -115,6 +139,25 @@ class RecordingConfig(_Section):
     )
     max_duration_s: float = Field(
         1800.0, gt=0, description="A recording stops by itself after this many seconds"
+    )
+
+
+class AttemptsConfig(_Section):
+    """Attempts found from pose; hands-free recording of each attempt."""
+
+    auto_record: bool = Field(
+        False, description="Record every attempt as its own session, no button needed"
+    )
+    pre_s: float = Field(
+        3.0, ge=0, le=60,
+        description="Seconds recorded before lift-off (needs recording.pre_roll_s >= pre_s + 2)",
+    )
+    post_s: float = Field(2.0, ge=0, le=60, description="Seconds recorded after landing")
+    cooldown_s: float = Field(
+        5.0, ge=0, le=3600, description="No new hands-free recording this soon after the last"
+    )
+    max_s: float = Field(
+        600.0, gt=0, le=7200, description="A hands-free recording stops after this many seconds"
     )
 
 
@@ -367,6 +410,7 @@ class Config(_Section):
     pose: PoseConfig = Field(default_factory=PoseConfig)
     video: VideoConfig = Field(default_factory=VideoConfig)
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    attempts: AttemptsConfig = Field(default_factory=AttemptsConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     gpio: GpioConfig = Field(default_factory=GpioConfig)

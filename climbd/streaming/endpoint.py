@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from climbd.broadcast import Broadcast
 from climbd.config import WebRTCConfig
 from climbd.pose import Pose
+from climbd.streaming.datachannel import MessageHandler
 from climbd.streaming.errors import UnknownViewer, ViewerLimitReached
 from climbd.streaming.feed import LandmarkFeed
 from climbd.streaming.keyframes import KeyframeGovernor
@@ -49,14 +51,20 @@ class WhepEndpoint:
         config: the ``[webrtc]`` settings.
         keyframe_interval_s: the encoder's GOP, seconds (lets the governor skip forcing an
             IDR when a natural one is due).
+        message_limit: data-channel client messages per second and burst, per viewer.
+        channel_handlers: data-channel message types handled elsewhere (``"ghost"``:
+            :meth:`climbd.ghost.live.GhostService.on_message`).
 
     Call :meth:`start` on the event loop before the first offer and :meth:`close` at shutdown.
     """
 
     def __init__(self, source: LiveSource, config: WebRTCConfig,
                  keyframe_interval_s: float = 1.0,
-                 message_limit: tuple[float, float] | None = None):
+                 message_limit: tuple[float, float] | None = None,
+                 channel_handlers: Mapping[str, MessageHandler] | None = None):
         self.config = config
+        #: extra client message types of every viewer's data channel (e.g. "ghost")
+        self.channel_handlers = dict(channel_handlers or {})
         #: data-channel client messages per second and burst, per viewer (None = unlimited)
         self.message_limit = message_limit
         self._source = source
@@ -112,6 +120,7 @@ class WhepEndpoint:
             ice_timeout_s=self.config.ice_timeout_s,
             on_closed=self._forget,
             message_limit=self.message_limit,
+            channel_handlers=self.channel_handlers,
         )
         self._sessions[session.id] = session  # reserve the slot before the first await
         answer = await session.answer(offer)
