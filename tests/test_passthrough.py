@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiortc.codecs import CODECS
 
 from climbd.config import Config
 from climbd.pipeline import Pipeline
@@ -281,7 +282,11 @@ def test_a_high_profile_camera_is_answered_with_its_profile(
                 pass
             await viewer.close()
 
-        asyncio.run(run())
+        table = list(CODECS["video"])
+        try:
+            asyncio.run(run())
+        finally:
+            CODECS["video"][:] = table  # (the table is process-global: leave it as it was)
         assert _health(d)["video"]["encoded"] == 0
     finally:
         cam.stop()
