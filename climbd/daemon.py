@@ -58,7 +58,7 @@ from climbd.services import Services
 from climbd.statedir import StateDir
 from climbd.storage import Database
 from climbd.streaming import WhepEndpoint
-from climbd.video import EncodedPacket
+from climbd.video import EncodedPacket, VideoStreamInfo
 
 __all__ = ["Daemon"]
 
@@ -122,6 +122,11 @@ class Daemon:
     def request_keyframe(self) -> None:
         """Ask for an IDR soon (a new viewer or packet loss); callers rate-limit."""
         self.pipeline.request_keyframe()
+
+    @property
+    def stream_info(self) -> VideoStreamInfo | None:
+        """Parameters of the H.264 now published (``source="camera"`` in passthrough)."""
+        return self.pipeline.stream_info
 
     # -- lifecycle -------------------------------------------------------------------------
     def add_health(self, name: str, source: Callable[[], Any]) -> None:

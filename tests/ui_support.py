@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO, STEEPWALL, DaemonProcess, free_port, http
+from tests.conftest import REPO, STEEPWALL, DaemonProcess
 from tests.replay_support import CHROMIUM, FLAGS, copy_state
 
 IN_NETNS = os.environ.get("CLIMBD_TEST_NETNS") == "1"
@@ -73,22 +73,13 @@ def rerun_in_netns(test_file: Path, expect_passed: int, timeout: float = 1500) -
 
 class UiDaemon(DaemonProcess):
     """``climbd run`` on a copy of the template with a looping clip as the camera; can be
-    killed and started again on the same port (the reconnect test)."""
+    killed and started again on the same port (DaemonProcess.respawn)."""
 
     def __init__(self, root: Path, *, pose: bool = True, extra_config: str = ""):
         state = copy_state(root / "state")
         self.cfg = root / "climbd.toml"
         self.cfg.write_text(CONFIG.format(pose="true" if pose else "false") + extra_config)
         super().__init__(state, STEEPWALL, "--config", str(self.cfg))
-        self._cmd = [sys.executable, "-m", "climbd", "run", "--source", str(STEEPWALL), "--loop",
-                     "--state-dir", str(state), "--host", "127.0.0.1", "--port", str(self.port),
-                     "--config", str(self.cfg)]
-
-    def respawn(self) -> None:
-        """Start the daemon again (after it was killed) on the same port."""
-        assert self.proc.poll() is not None
-        self.proc = subprocess.Popen(self._cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=REPO)
 
     def pairing_code(self, admin: bool = False) -> str:
         """A single-use pairing code, made the way an owner does (``climbd pair``)."""
@@ -100,13 +91,8 @@ class UiDaemon(DaemonProcess):
 
     def wait_capture(self, timeout: float = 90) -> None:
         """Until the camera runs and frames are encoded."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status, h = self.get("/api/health")
-            if status == 200 and h["capture"]["state"] == "running" and h["video"]["frames"] > 10:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"capture did not start: {self.log()}")
+        self.health_until(lambda h: h["capture"]["state"] == "running"
+                          and h["video"]["frames"] > 10, timeout)
 
 
 def start_ui_daemon(root: Path, *, pose: bool = True, extra_config: str = "") -> UiDaemon:
@@ -194,6 +180,6 @@ async def wait_js(page: Any, fn: str, timeout: float = 30.0, arg: Any = None) ->
     raise AssertionError(f"timed out after {timeout} s waiting for {fn} (last {last!r})")
 
 
-__all__ = ["IN_NETNS", "PAGES", "SIZES", "UiDaemon", "browser", "collect_errors", "free_port",
-           "http", "layout_problems", "netns_available", "paired_context", "rerun_in_netns",
+__all__ = ["IN_NETNS", "PAGES", "SIZES", "UiDaemon", "browser", "collect_errors",
+           "layout_problems", "netns_available", "paired_context", "rerun_in_netns",
            "start_ui_daemon", "wait_js"]
