@@ -429,8 +429,12 @@ class Recorder:
 
     # -- commands --------------------------------------------------------------------------
     async def start(self, name: str | None = None, description: str = "", climber: str = "",
-                    pre_roll_s: float | None = None) -> SessionRecord:
+                    pre_roll_s: float | None = None,
+                    owner: tuple[int | None, int | None] = (None, None)) -> SessionRecord:
         """Start recording, reaching ``pre_roll_s`` seconds into the past (default: config).
+
+        ``owner`` is (device id, API token id) of who started it; (None, None) is the box
+        itself (GPIO, hands-free): only the admin changes the privacy of those.
 
         Raises:
             AlreadyRecording: a session is recording.
@@ -438,10 +442,11 @@ class Recorder:
             DiskFullError, StorageError: the session cannot be created.
         """
         async with self._lock:
-            return await self._start(name, description, climber, pre_roll_s)
+            return await self._start(name, description, climber, pre_roll_s, owner)
 
     async def _start(self, name: str | None, description: str, climber: str,
-                     pre_roll_s: float | None) -> SessionRecord:
+                     pre_roll_s: float | None,
+                     owner: tuple[int | None, int | None] = (None, None)) -> SessionRecord:
         if self._active is not None:
             raise AlreadyRecording(f"session {self._active.record.id} is already recording")
         if self.preflight is not None:
@@ -465,6 +470,7 @@ class Recorder:
             name=name or "", description=description, climber=climber, source=self._source,
             width=info.width, height=info.height, fps=info.fps,
             pre_roll_s=round(max(0.0, now - key.timestamp), 3), video_path="",
+            owner_device_id=owner[0], owner_token_id=owner[1],
         )
         directory = self.state_dir / "sessions" / str(record.id)
         try:
@@ -509,7 +515,8 @@ class Recorder:
             return await self._finish(a, "completed", None)
 
     async def save_last(self, seconds: float | None = None, name: str | None = None,
-                        description: str = "", climber: str = "") -> SessionRecord:
+                        description: str = "", climber: str = "",
+                        owner: tuple[int | None, int | None] = (None, None)) -> SessionRecord:
         """Save the last ``seconds`` (default: the pre-roll) as a completed session.
 
         Raises:
@@ -517,7 +524,7 @@ class Recorder:
         """
         secs = self.config.pre_roll_s if seconds is None else seconds
         async with self._lock:
-            await self._start(name or "", description, climber, secs)
+            await self._start(name or "", description, climber, secs, owner)
         return await self.stop()
 
     async def _fail(self, reason: str) -> None:
