@@ -19,7 +19,7 @@ from climbd.daemon import Daemon
 from tests.conftest import SHORT
 from tests.fakes import CameraRig
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timing]  # wall-clock rates and delays
 
 
 class Client:
