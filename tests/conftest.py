@@ -334,6 +334,44 @@ class DaemonProcess:
         return self.proc.returncode
 
 
+class TimeBudget:
+    """Wall-clock seconds shared by several tests (a fuzzer's), handed out in fair shares:
+    each test, when it starts, may use what is left divided by the tests still to come.
+    A fuzzer runs its cases in chunks and stops at its share, so a slow or loaded machine
+    runs fewer generated cases instead of taking minutes longer; :attr:`short` says so.
+
+    Args:
+        seconds: the whole budget, from the first :meth:`share` on.
+        parts: how many tests share it.
+    """
+
+    def __init__(self, seconds: float, parts: int):
+        self.seconds, self.parts_left = seconds, parts
+        self.end: float | None = None
+        self.short = False  # some test stopped at its share before all its cases ran
+
+    def share(self) -> float:
+        """The ``time.monotonic()`` deadline for the test that starts now."""
+        now = time.monotonic()
+        if self.end is None:
+            self.end = now + self.seconds
+        parts, self.parts_left = max(1, self.parts_left), max(0, self.parts_left - 1)
+        return now + max(0.0, self.end - now) / parts
+
+    def run(self, chunk: Callable[[int], int], cases: int) -> int:
+        """Call ``chunk(n)`` (runs up to n cases, returns how many ran) with n = 8, 16, 32, ...
+        until ``cases`` ran or this test's share is used up; returns the cases run. The
+        first chunk always runs."""
+        deadline, ran, n = self.share(), 0, 8
+        while ran < cases:
+            ran += max(1, chunk(min(n, cases - ran)))
+            n *= 2
+            if time.monotonic() >= deadline and ran < cases:
+                self.short = True
+                break
+        return ran
+
+
 def run_in_private_netns(test_file: Path, inner_tests: list[str], tmp_path: Path,
                          timeout: float = 900) -> dict[str, str]:
     """Run ``test_file``'s ``inner`` tests in a fresh network namespace (``unshare -n``:
