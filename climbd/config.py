@@ -27,6 +27,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = [
+    "AttemptsConfig",
     "ButtonConfig",
     "CaptureConfig",
     "Config",
@@ -138,6 +139,25 @@ class RecordingConfig(_Section):
     )
     max_duration_s: float = Field(
         1800.0, gt=0, description="A recording stops by itself after this many seconds"
+    )
+
+
+class AttemptsConfig(_Section):
+    """Attempts found from pose; hands-free recording of each attempt."""
+
+    auto_record: bool = Field(
+        False, description="Record every attempt as its own session, no button needed"
+    )
+    pre_s: float = Field(
+        3.0, ge=0, le=60,
+        description="Seconds recorded before lift-off (needs recording.pre_roll_s >= pre_s + 2)",
+    )
+    post_s: float = Field(2.0, ge=0, le=60, description="Seconds recorded after landing")
+    cooldown_s: float = Field(
+        5.0, ge=0, le=3600, description="No new hands-free recording this soon after the last"
+    )
+    max_s: float = Field(
+        600.0, gt=0, le=7200, description="A hands-free recording stops after this many seconds"
     )
 
 
@@ -390,6 +410,7 @@ class Config(_Section):
     pose: PoseConfig = Field(default_factory=PoseConfig)
     video: VideoConfig = Field(default_factory=VideoConfig)
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    attempts: AttemptsConfig = Field(default_factory=AttemptsConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     gpio: GpioConfig = Field(default_factory=GpioConfig)

@@ -419,6 +419,7 @@ class Pipeline:
                 "mode": self.video_mode,
                 "passthrough": self._passthrough_health(),
                 "frames": self.encoder.frames + self.copied,
+                "encoded": self.encoder.frames,
                 "dropped": self.video_dropped,
                 "error": self.video_error,
                 "encode_ms_mean": round(1000 * self.encoder.encode_seconds
