@@ -360,13 +360,15 @@ class TimeBudget:
 
     def run(self, chunk: Callable[[int], int], cases: int) -> int:
         """Call ``chunk(n)`` (runs up to n cases, returns how many ran) with n = 8, 16, 32, ...
-        until ``cases`` ran or this test's share is used up; returns the cases run. The
-        first chunk always runs."""
+        until ``cases`` ran or this test's share is used up; returns the cases run. Chunks
+        run until at least one case ran."""
         deadline, ran, n = self.share(), 0, 8
         while ran < cases:
-            ran += max(1, chunk(min(n, cases - ran)))
+            ran += chunk(min(n, cases - ran))
             n *= 2
-            if time.monotonic() >= deadline and ran < cases:
+            now = time.monotonic()
+            # past the share: stop, once some case ran (or 30 s later if none can)
+            if now >= deadline and ran < cases and (ran > 0 or now >= deadline + 30):
                 self.short = True
                 break
         return ran
