@@ -7,7 +7,6 @@ Handlers live in one module per resource (:mod:`.recordings`, :mod:`.sessions`,
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from pydantic import ValidationError
 from climbd import errors
 from climbd.api import keys
 from climbd.api.status import status_for
+from climbd.security import jsonsafe
 from climbd.services import Services
 
 __all__ = ["create_app", "error_response", "webui_dir"]
@@ -71,7 +71,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
+        data = jsonsafe.loads(raw)  # nesting limit: no RecursionError
     except (ValueError, UnicodeDecodeError) as exc:
         raise web.HTTPBadRequest(text=f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

@@ -34,7 +34,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from climbd.api.app import error_response, read_json
+from climbd.api.app import error_response
 from climbd.api.ids import session_id as _session_id
 from climbd.api.keys import DB
 from climbd.api.openapi import operation
@@ -53,7 +53,7 @@ from climbd.api.security import (
     set_cookie,
 )
 from climbd.ids import parse_id
-from climbd.security import crypto
+from climbd.security import crypto, jsonsafe
 from climbd.security.connections import owner_key
 from climbd.security.store import NAME_MAX, AuthStore, Device
 
@@ -209,10 +209,23 @@ async def _store(request: web.Request) -> AuthStore:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
+    """The JSON object body, at most MAX_AUTH_BODY bytes however it is sent (a chunked body
+    has no Content-Length: the bytes are counted as they arrive)."""
     if (request.content_length or 0) > MAX_AUTH_BODY:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_AUTH_BODY,
                                             actual_size=request.content_length or 0)
-    return await read_json(request)
+    raw = await request.content.read(MAX_AUTH_BODY + 1)
+    if len(raw) > MAX_AUTH_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_AUTH_BODY, actual_size=len(raw))
+    if not raw.strip():
+        return {}
+    try:
+        data = jsonsafe.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise web.HTTPBadRequest(text=f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(text="body must be a JSON object")
+    return data
 
 
 def _code_budget(typed: str) -> AttemptKind:
