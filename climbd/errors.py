@@ -87,5 +87,10 @@ class NoMediaYet(RecordingError):
     """No keyframe has been captured yet, so there is nothing to record or save."""
 
 
+class BeyondBuffer(RecordingError):
+    """More seconds were asked of the in-memory buffer than it can hold
+    (``recording.buffer_s``), e.g. save-last of 120 s with a 30 s buffer."""
+
+
 class ExportError(ClimbdError):
     """An export cannot be produced (unknown session, bad range, disk full...)."""
