@@ -32,6 +32,7 @@ STATUS: dict[type[Exception], int] = {
     errors.AlreadyRecording: 409,
     errors.NotRecording: 409,
     errors.NoMediaYet: 503,
+    errors.BeyondBuffer: 422,
     errors.DiskFullError: 507,
     errors.InsufficientStorage: 507,
     errors.ConfigError: 400,
@@ -114,6 +115,7 @@ def create_app(daemon: Daemon) -> web.Application:
     """Build the application for ``daemon`` (routes, middleware, static UI)."""
     from climbd.api import (
         auth,
+        delayed,
         exports,
         live,
         recordings,
@@ -132,6 +134,7 @@ def create_app(daemon: Daemon) -> web.Application:
     sessions.add_routes(app)
     exports.add_routes(app)
     shares.add_routes(app)
+    delayed.add_routes(app)  # /api/whep/delayed before /api/whep/{id}
     whep.add_routes(app)
     live.add_routes(app)
     replay.add_routes(app)  # thumbnails, frame tables, ghost (after the live view)

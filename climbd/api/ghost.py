@@ -115,8 +115,9 @@ _SERVICE: web.AppKey[_Service] = web.AppKey("climbd_ghost", _Service)
 def _on_ghost_message(channel: LandmarkChannel, message: dict[str, Any]) -> dict[str, Any] | None:
     """The ``LandmarkChannel.extensions["ghost"]`` handler: queue a control, or reply with an
     error. Never raises."""
-    service = _SERVICES.get(channel.feed)
-    if service is None:
+    feed = channel.feed
+    service = _SERVICES.get(feed) if isinstance(feed, LandmarkFeed) else None
+    if service is None:  # also on the delayed view: the ghost overlays the live wall
         return {"type": "error", "code": "ghost-unavailable",
                 "error": "ghost replay is not running on this daemon", "seq": None}
     return service.player_for(channel).control(message)

@@ -7,15 +7,16 @@
         ├── OfferError              the SDP offer is malformed or asks for what we cannot send
         ├── ViewerLimitReached      webrtc.max_viewers sessions exist already
         ├── UnknownViewer           no live session with that id (ended, or never existed)
-        └── CandidateError          a trickle-ICE fragment cannot be applied
+        ├── CandidateError          a trickle-ICE fragment cannot be applied
+        └── DelayOutOfRange         a delayed view of a delay the buffer cannot give
 """
 
 from __future__ import annotations
 
 from climbd.errors import ClimbdError
 
-__all__ = ["CandidateError", "LiveViewError", "OfferError", "UnknownViewer",
-           "ViewerLimitReached"]
+__all__ = ["CandidateError", "DelayOutOfRange", "LiveViewError", "OfferError",
+           "UnknownViewer", "ViewerLimitReached"]
 
 
 class LiveViewError(ClimbdError):
@@ -69,3 +70,10 @@ class CandidateError(LiveViewError):
     """A trickle-ICE SDP fragment (RFC 8840) is malformed or asks for an ICE restart."""
 
     code = "bad-candidate"
+
+
+class DelayOutOfRange(LiveViewError):
+    """A delayed view was asked for a delay outside 1 s .. the buffer length
+    (``recording.buffer_s``), or there is no buffer."""
+
+    code = "delay-out-of-range"
