@@ -30,7 +30,7 @@ from aiohttp import web
 from climbd import retention
 from climbd.broadcast import Broadcast
 from climbd.capture import FrameSource
-from climbd.config import Config
+from climbd.config import Config, ConfigSource
 from climbd.pipeline import Pipeline
 from climbd.pose import Pose
 from climbd.recording import Ballast, Recorder
@@ -67,6 +67,8 @@ class Daemon:
         self.recorder: Recorder
         self.app: web.Application | None = None
         self.port: int | None = None
+        #: where each non-default config key came from ("file"/"cli"; set by ``climbd run``)
+        self.config_sources: dict[str, ConfigSource] = {}
         #: extra health entries registered by optional parts (live view, GPIO): name -> fn
         self.health_sources: dict[str, Callable[[], Any]] = {}
         self._runner: web.AppRunner | None = None

@@ -118,6 +118,7 @@ def create_app(daemon: Daemon) -> web.Application:
         delayed,
         exports,
         live,
+        operator,
         recordings,
         replay,
         sessions,
@@ -130,6 +131,7 @@ def create_app(daemon: Daemon) -> web.Application:
     app[DAEMON] = daemon
     auth.add_routes(app)  # the security layer (climbd.security) and the /api/auth routes
     system.add_routes(app)
+    operator.add_routes(app)
     recordings.add_routes(app)
     sessions.add_routes(app)
     exports.add_routes(app)
