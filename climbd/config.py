@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,18 +78,37 @@ class CaptureConfig(_Section):
         "", description="V4L2 pixel format to ask for, e.g. 'mjpeg' or 'yuyv422'; '' = driver's"
     )
     stall_timeout_s: float = Field(
-        5.0, gt=0, description="Seconds without a frame before the source counts as lost"
+        5.0, gt=0, description="Seconds without data from a camera or stream before it counts "
+        "as lost (then it is reopened); also the read timeout of network streams"
+    )
+    open_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Seconds a connection attempt to a camera or stream "
+        "may take before it fails (and is retried)"
+    )
+    rtsp_transport: Literal["tcp", "udp", "udp_multicast", "http", "https"] = Field(
+        "tcp", description="How RTSP carries the video (FFmpeg rtsp_transport): 'tcp' "
+        "(interleaved, survives Wi-Fi loss and NAT) or 'udp' (lower latency on a clean LAN)"
+    )
+    options: dict[str, str] = Field(
+        default_factory=dict, description="Extra FFmpeg input options for the source, as "
+        "strings (they win over climbd's own), e.g. {'buffer_size' = '4194304'}"
     )
     retry_initial_s: float = Field(1.0, gt=0, description="First reconnect delay in seconds")
     retry_max_s: float = Field(30.0, gt=0, description="Longest reconnect delay in seconds")
 
 
 class PoseConfig(_Section):
-    """MediaPipe BlazePose settings (legacy ``mp.solutions.pose``, tracking mode)."""
+    """MediaPipe BlazePose settings (tracking mode; see :mod:`climbd.pose` for the backends)."""
 
     enabled: bool = True
     model_complexity: Literal[1] = Field(
         1, description="1 = BlazePose GHUM Full, the only model shipped in mediapipe 0.10.18"
+    )
+    backend: Literal["auto", "solutions", "tasks"] = Field(
+        "auto", description="'solutions' = mp.solutions.pose of mediapipe 0.10.18 (Python <= "
+        "3.12); 'tasks' = the Tasks API PoseLandmarker of mediapipe >= 0.10 with the "
+        "climbd-blazepose-full bundle (any Python, the one on 3.13); 'auto' = solutions when "
+        "installed, else tasks",
     )
     min_detection_confidence: float = Field(0.5, ge=0, le=1)
     min_tracking_confidence: float = Field(0.5, ge=0, le=1)
@@ -105,7 +125,11 @@ class PoseConfig(_Section):
 class VideoConfig(_Section):
     """The single H.264 encode that feeds the recorder and every live viewer."""
 
-    encoder: str = Field("libx264", description="FFmpeg encoder name, e.g. h264_v4l2m2m on a Pi")
+    encoder: str = Field(
+        "libx264", description="FFmpeg encoder name (e.g. 'h264_v4l2m2m'); 'copy' = record and "
+        "stream the camera's own H.264 (passthrough, no encode); 'auto' = 'copy' for a camera "
+        "or stream that sends H.264 a browser can play, else libx264"
+    )
     preset: str = Field("veryfast", description="Encoder preset ('' to leave unset)")
     bitrate_kbps: int = Field(2500, gt=0, le=100_000)
     keyframe_interval_s: float = Field(1.0, gt=0, le=10, description="GOP length in seconds")
@@ -509,7 +533,7 @@ def config_sources(file_keys: set[str], overrides: dict[str, Any]) -> dict[str, 
     return sources
 
 
-def config_report(config: Config, sources: dict[str, ConfigSource] | None = None
+def config_report(config: Config, sources: Mapping[str, str] | None = None
                   ) -> list[dict[str, Any]]:
     """The configuration in force as ``[{"key", "value", "source"}]``, sorted by key.
 

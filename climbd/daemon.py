@@ -1,16 +1,29 @@
-"""The daemon: a readable boot sequence around the pipeline, recorder and HTTP server.
+"""The daemon: the one composition root. It builds every service, in a readable order,
+hands them to the HTTP layer and owns their lifetimes.
 
 Boot (:meth:`Daemon.start`):
 
-1. state directory and reserve file;
-2. SQLite catalog opened (WAL); sessions a crash left ``recording`` are marked
-   ``interrupted`` and their video rescued;
-3. pipeline threads started (capture → encode ‖ pose) and the recorder attached;
-4. HTTP server listening;
-5. once the camera is open (or known missing), systemd is told ``READY=1``.
+1. state directory (:class:`~climbd.statedir.StateDir`) and reserve file;
+2. SQLite catalog opened (WAL);
+3. pipeline (capture → encode ‖ pose; threads started in step 9);
+4. retention (free-space and age rules) and the recorder, whose "may I start?" preflight is
+   retention's floor check; sessions a crash left ``recording`` are marked ``interrupted``
+   and their video rescued;
+5. export manager (queue + low-priority worker processes);
+6. ghost players and the live view (WHEP endpoint; the ghost handles the data channel's
+   ``ghost`` messages);
+7. replay's media worker (thumbnails, frame tables);
+8. credential store (paired devices, admin, API tokens);
+9. pipeline threads and GPIO buttons (not in safe mode);
+10. HTTP server (:func:`climbd.api.create_app` over :class:`~climbd.services.Services`);
+11. once the camera is open (or known missing), systemd is told ``READY=1``.
+
+Every health entry is registered here (:meth:`Daemon.add_health`) as its service is built;
+no other module writes into the daemon.
 
 Stop (:meth:`Daemon.stop`, on SIGTERM/SIGINT): a running recording is finalised (completed,
-not interrupted), then the server, the pipeline and the database are closed.
+not interrupted), then the HTTP server, ghost players, live view, exports, media worker,
+background tasks, pipeline and database are closed, in that order.
 """
 
 from __future__ import annotations
@@ -27,14 +40,22 @@ from typing import Any
 
 from aiohttp import web
 
-from climbd import retention
 from climbd.broadcast import Broadcast
 from climbd.capture import FrameSource
 from climbd.config import Config, ConfigSource
+from climbd.export.jobs import ExportManager
+from climbd.ghost.live import GhostService
 from climbd.pipeline import Pipeline
 from climbd.pose import Pose
 from climbd.recording import Ballast, Recorder
+from climbd.replay.media import MediaWorker
+from climbd.retention import Retention
+from climbd.security.store import AuthStore
+from climbd.services import Services
+from climbd.statedir import StateDir
 from climbd.storage import Database
+from climbd.streaming import WhepEndpoint
+from climbd.sysinfo import CpuMeter, SystemInfo
 from climbd.video import EncodedPacket
 
 __all__ = ["Daemon"]
@@ -61,16 +82,24 @@ class Daemon:
         self.config = config
         self.safe_mode = safe_mode
         self.state_dir = state_dir
+        self.paths = StateDir(state_dir)
         self._source_factory = source_factory
         self.db: Database
         self.pipeline: Pipeline
         self.recorder: Recorder
+        self.retention: Retention
+        self.exports: ExportManager | None = None
+        self.ghost: GhostService | None = None
+        self.live: WhepEndpoint | None = None
+        self.media: MediaWorker | None = None
+        self.auth: AuthStore
+        self.services: Services | None = None
         self.app: web.Application | None = None
         self.port: int | None = None
         #: where each non-default config key came from ("file"/"cli"; set by ``climbd run``)
         self.config_sources: dict[str, ConfigSource] = {}
-        #: extra health entries registered by optional parts (live view, GPIO): name -> fn
-        self.health_sources: dict[str, Callable[[], Any]] = {}
+        #: health entries of the services, registered by :meth:`add_health`: name -> fn
+        self._health_sources: dict[str, Callable[[], Any]] = {"viewers": lambda: 0}
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = asyncio.Event()
@@ -93,50 +122,93 @@ class Daemon:
         self.pipeline.request_keyframe()
 
     # -- lifecycle -------------------------------------------------------------------------
+    def add_health(self, name: str, source: Callable[[], Any]) -> None:
+        """Report ``source()`` as ``name`` in :meth:`health` (called as services are built)."""
+        self._health_sources[name] = source
+
     async def start(self) -> None:
-        """Boot (see the module docstring).
+        """Boot: build every service in order (see the module docstring).
 
         Raises:
             StorageError: the state directory or database cannot be used.
             OSError: the HTTP port cannot be bound.
         """
         loop = asyncio.get_running_loop()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        ballast = Ballast(self.state_dir / "reserve.bin", self.config.storage.reserve_mb)
+        cfg = self.config
+        # 1. state directory and reserve file
+        self.paths.create()
+        ballast = Ballast(self.paths.reserve, cfg.storage.reserve_mb)
         ballast.ensure()
-        self.db = await Database.open(self.state_dir / "climbd.db")
-        self.pipeline = Pipeline(self.config, loop, self._source_factory)
+        # 2. catalog
+        self.db = await Database.open(self.paths.db)
+        # 3. pipeline (threads start in step 9)
+        self.pipeline = Pipeline(cfg, loop, self._source_factory)
+        # 4. retention and the recorder (retention's floor check is the recorder's preflight)
+        self.retention = Retention(self.db, self.state_dir, cfg.retention,
+                                   cfg.video.bitrate_kbps, self._delete_session)
+        self.add_health("retention", self.retention.status)
         self.recorder = Recorder(
-            self.db, self.state_dir, self.config.recording, self.pipeline.packets,
+            self.db, self.state_dir, cfg.recording, self.pipeline.packets,
             self.pipeline.poses, self.pipeline.request_keyframe,
-            source=self.config.capture.source, ballast=ballast)
+            source=cfg.capture.source, ballast=ballast,
+            preflight=self.retention.check_can_record)
         recovered = await self.recorder.recover()
         if recovered:
             log.warning("recovered %d interrupted session(s)", len(recovered))
         self._tasks.append(asyncio.create_task(self.recorder.run(), name="recorder"))
-        self._tasks.append(asyncio.create_task(retention.run(self), name="retention"))
+        self._tasks.append(asyncio.create_task(self.retention.run_forever(), name="retention"))
+        # 5. exports
+        self.exports = ExportManager(self.db, self.state_dir, cfg.export)
+        await self.exports.start()
+        self.add_health("exports", self.exports.status)
+        # 6. ghost players and the live view
+        self.ghost = GhostService(self.db, self.recorder)
+        sec = cfg.security
+        self.live = WhepEndpoint(self, cfg.webrtc, cfg.video.keyframe_interval_s,
+                                 message_limit=(sec.messages_per_s, sec.messages_burst),
+                                 channel_handlers={"ghost": self.ghost.on_message},
+                                 history=self.recorder.buffer,
+                                 delay_default_s=cfg.live.delay_s)
+        self.live.start()
+        live = self.live
+        self.add_health("viewers", lambda: live.viewers)
+        self.add_health("live", live.stats)
+        # 7. replay's media worker
+        self.media = MediaWorker()
+        # 8. credential store
+        self.auth = AuthStore(self.db)
+        # 9. capture, pose and GPIO (not in safe mode)
         if self.safe_mode:
             log.error("SAFE MODE (nothing is captured): %s", self.safe_mode)
         else:
             self.pipeline.start()
             self._start_gpio()
-
+        # 10. HTTP
         from climbd.api import create_app
-
-        self.app = create_app(self)
         from climbd.security.transport import make_site, runner_options
 
+        self.services = Services(
+            config=cfg, paths=self.paths, db=self.db, recorder=self.recorder,
+            health=self.health, exports=self.exports, live=self.live, ghost=self.ghost,
+            media=self.media, auth=self.auth,
+            system=SystemInfo(CpuMeter(), self.config_sources))
+        self.app = create_app(self.services)
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                                     **runner_options(self.config))
+                                     **runner_options(cfg))
         await self._runner.setup()
-        site = make_site(self._runner, self.config)  # TLS if configured, connection cap
+        site = make_site(self._runner, cfg)  # TLS if configured, connection cap
         await site.start()
         self.port = site.port
         log.info("listening on %s://%s:%s", "https" if site.tls else "http",
-                 self.config.server.host, self.port)
+                 cfg.server.host, self.port)
+        # 11. ready
         if not self.safe_mode:
             await asyncio.to_thread(self.pipeline.capture.opened.wait, 15.0)
         self._start_service()
+
+    async def _delete_session(self, session_id: int) -> Any:
+        """Retention's delete: the recorder's (which refuses the running recording)."""
+        return await self.recorder.delete(session_id)
 
     def _start_gpio(self) -> None:
         """Buttons and the recording LED, if configured; a bad chip is reported, not fatal."""
@@ -146,14 +218,12 @@ class Daemon:
 
         self.gpio = GpioButtons(self.config.gpio, self)
         self._tasks.append(asyncio.create_task(self.gpio.run(), name="gpio"))
-        self.health_sources["gpio"] = self.gpio.health
+        self.add_health("gpio", self.gpio.health)
 
     def _start_service(self) -> None:
         """Tell systemd we are ready and start the watchdog/status supervisor, if present."""
-        try:
-            from climbd import service
-        except ImportError:  # pragma: no cover - appliance layer not installed
-            return
+        from climbd import service
+
         self.notifier = service.Notifier()
         self.notifier.ready()
         interval = self.notifier.watchdog_interval() or 5.0
@@ -161,7 +231,8 @@ class Daemon:
             service.supervise(self, self.notifier, interval), name="supervisor"))
 
     async def stop(self) -> None:
-        """Finalise a running recording, then close server, pipeline and database."""
+        """Finalise a running recording, then close every service in reverse boot order
+        (HTTP server, ghost, live view, exports, media worker, tasks, pipeline, database)."""
         if self.notifier is not None:
             self.notifier.stopping()
         if self.recorder.recording:
@@ -172,6 +243,16 @@ class Daemon:
                 log.exception("could not finalise the running recording")
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.ghost is not None:
+            await self.ghost.close()
+        if self.live is not None:
+            await self.live.close()
+            self.add_health("viewers", lambda: 0)
+            self._health_sources.pop("live", None)
+        if self.exports is not None:
+            await self.exports.close()
+        if self.media is not None:
+            self.media.close()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -211,8 +292,7 @@ class Daemon:
                                  "total_bytes": usage.total}
         except OSError as exc:
             report["storage"] = {"state_dir": str(self.state_dir), "error": str(exc)}
-        report["viewers"] = 0
-        for name, fn in self.health_sources.items():
+        for name, fn in self._health_sources.items():
             try:
                 report[name] = fn()
             except Exception as exc:  # a broken optional part must not break health

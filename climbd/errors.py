@@ -13,11 +13,24 @@
     ├── RecordingError              a recording command that cannot be carried out now
     │   ├── AlreadyRecording        start while a recording runs
     │   ├── NotRecording            stop while nothing records
-    │   └── NoMediaYet              save-last/pre-roll before any keyframe was captured
-    └── ExportError                 an export that cannot be made
+    │   ├── NoMediaYet              save-last/pre-roll before any keyframe was captured
+    │   └── BeyondBuffer            save-last of more seconds than the buffer keeps
+    ├── ExportError                 an export that cannot be made
+    │   ├── ExportNotFound          no export (or share) with that id
+    │   ├── ExportBusy              the export queue is full
+    │   ├── ExportRangeError        range or speed does not fit the session
+    │   ├── ExportUnavailable       not exportable in that form now (recording, no video)
+    │   └── ExportCancelled         cancelled while running
+    ├── LiveViewError               the live view (WHEP) cannot do what was asked
+    │   ├── OfferError              the SDP offer is malformed or asks for what we cannot send
+    │   ├── ViewerLimitReached      webrtc.max_viewers sessions exist already
+    │   ├── UnknownViewer           no live session with that id (ended, or never existed)
+    │   ├── CandidateError          a trickle-ICE fragment cannot be applied
+    │   └── DelayOutOfRange         a delayed view of a delay the buffer cannot give
+    └── GpioError                   a GPIO chip or line cannot be opened or requested
 
-HTTP handlers map these to 4xx/5xx JSON errors (see :mod:`climbd.api`); stage modules raise
-them and never know about HTTP.
+Every module raises these and none knows about HTTP: :data:`climbd.api.status.STATUS` is
+the one table that maps them to HTTP statuses.
 """
 
 from __future__ import annotations
@@ -94,3 +107,99 @@ class BeyondBuffer(RecordingError):
 
 class ExportError(ClimbdError):
     """An export cannot be produced (unknown session, bad range, disk full...)."""
+
+
+class ExportNotFound(ExportError):
+    """No export (or share) has the given id."""
+
+    def __init__(self, what: str, ident: object):
+        self.ident = ident
+        super().__init__(f"no {what} with id {ident!r}")
+
+
+class ExportBusy(ExportError):
+    """The export queue is full (HTTP 429): try again when an export finished."""
+
+
+class ExportRangeError(ExportError):
+    """The requested range or speed does not fit the session (HTTP 422)."""
+
+
+class ExportUnavailable(ExportError):
+    """The session cannot be exported in that form now: it is still recording or being
+    ingested, or it has no video for a video export (HTTP 409)."""
+
+
+class ExportCancelled(ExportError):
+    """The export was cancelled while running (its partial file is removed)."""
+
+
+class LiveViewError(ClimbdError):
+    """Base of the live-view errors; ``code`` is a short machine-readable reason."""
+
+    code = "live-view-error"
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class OfferError(LiveViewError):
+    """The offer cannot be answered.
+
+    ``code`` is ``"malformed-sdp"`` (not parseable SDP, missing ICE/DTLS attributes) or one
+    of ``"no-video"``, ``"no-h264"``, ``"bad-direction"`` (well-formed, but nothing we can
+    send to it).
+    """
+
+    code = "malformed-sdp"
+
+    @property
+    def malformed(self) -> bool:
+        """True when the SDP itself is broken (as opposed to unsatisfiable)."""
+        return self.code == "malformed-sdp"
+
+
+class ViewerLimitReached(LiveViewError):
+    """Every viewer slot (``webrtc.max_viewers``) is taken."""
+
+    code = "viewer-limit"
+
+    def __init__(self, limit: int):
+        super().__init__(f"the live view is full: {limit} viewer(s) already connected")
+        self.limit = limit
+
+
+class UnknownViewer(LiveViewError):
+    """No live session has this id."""
+
+    code = "unknown-session"
+
+    def __init__(self, session_id: str):
+        super().__init__(f"no live session {session_id!r}")
+        self.session_id = session_id
+
+
+class CandidateError(LiveViewError):
+    """A trickle-ICE SDP fragment (RFC 8840) is malformed or asks for an ICE restart."""
+
+    code = "bad-candidate"
+
+
+class DelayOutOfRange(LiveViewError):
+    """A delayed view was asked for a delay outside 1 s .. the buffer length
+    (``recording.buffer_s``), or there is no buffer."""
+
+    code = "delay-out-of-range"
+
+
+class GpioError(ClimbdError):
+    """A GPIO chip or line cannot be opened, found or requested.
+
+    ``errno`` is the OS error number when the kernel refused (e.g. ``EBUSY``), else None.
+    """
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno

@@ -6,6 +6,12 @@ Threads (blocking work never runs on the event loop):
   one to the encoder queue *and* to the pose slot;
 - ``climbd-encode`` encodes every frame (video never skips a frame) and publishes
   :class:`~climbd.video.EncodedPacket` on :attr:`Pipeline.packets`;
+- in *passthrough* (``video.encoder = "copy"``, or ``"auto"`` with a camera/stream that
+  sends H.264) the capture thread publishes the camera's own access units instead, with
+  the same 90 kHz pts rule, and frames are decoded only for pose. When the camera's stream
+  will not do for browsers (profile, level, B-frames, or a GOP over
+  :data:`~climbd.video.MAX_PASSTHROUGH_GOP_S`: see :func:`~climbd.video.passthrough_problem`)
+  the pipeline encodes the decoded frames instead and says why (log and health);
 - ``climbd-pose-N`` (``pose.workers`` of them, each with its own BlazePose tracker) take
   the *latest* frame from a one-slot hand-off whenever they are free (when inference falls
   behind the camera, pose skips frames: latest frame wins) and publish
@@ -26,11 +32,32 @@ from collections.abc import Callable
 from typing import Any
 
 from climbd.broadcast import Broadcast
-from climbd.capture import CaptureState, CaptureWorker, Frame, FrameSource, open_source
+from climbd.capture import (
+    CaptureState,
+    CaptureWorker,
+    Frame,
+    FrameSource,
+    SourceKind,
+    classify_source,
+    open_source,
+)
 from climbd.config import Config
 from climbd.errors import PoseError
 from climbd.pose import Pose, PoseEstimator
-from climbd.video import EncodedPacket, VideoEncoder
+from climbd.redaction import redact_url
+from climbd.video import (
+    CLOCK_RATE,
+    MAX_PASSTHROUGH_GOP_S,
+    EncodedPacket,
+    VideoEncoder,
+    VideoStreamInfo,
+    passthrough_problem,
+)
+
+#: ``video.encoder`` values that ask for the camera's own H.264 (passthrough).
+COPY_ENCODERS = ("copy", "auto")
+#: Encoder used when passthrough was asked for but the camera's stream will not do.
+FALLBACK_ENCODER = "libx264"
 
 __all__ = ["LatestSlot", "Pipeline"]
 
@@ -98,11 +125,32 @@ class Pipeline:
         self.config = config
         self.packets: Broadcast[EncodedPacket] = Broadcast(loop)
         self.poses: Broadcast[Pose] = Broadcast(loop)
+        encoder = config.video.encoder
+        #: stream copy wanted: "copy" always, "auto" for cameras and network streams
+        self.want_copy = encoder == "copy" or (
+            encoder == "auto"
+            and classify_source(config.capture.source) is not SourceKind.FILE)
         factory = source_factory or (
-            lambda n: open_source(config.capture.source, config.capture, n)
+            lambda n: open_source(config.capture.source, config.capture, n,
+                                  copy=self.want_copy)
         )
         self.capture = CaptureWorker(factory, self._on_frame, config.capture)
-        self.encoder = VideoEncoder(config.video, config.capture.fps)
+        video = config.video
+        if encoder in COPY_ENCODERS:
+            video = video.model_copy(update={"encoder": FALLBACK_ENCODER})
+        self.encoder = VideoEncoder(video, config.capture.fps)
+        #: "copy" while the camera's packets are published as they are, else "encode"
+        self.video_mode = "copy" if self.want_copy else "encode"
+        #: why passthrough is not used (None while it is, or when it was not asked for)
+        self.passthrough_problem: str | None = None
+        self._verdicts: dict[VideoStreamInfo, str | None] = {}
+        self._copy_info: VideoStreamInfo | None = None
+        self._copy_epoch: float | None = None
+        self._copy_last_pts = -1
+        self._last_key_ts: float | None = None
+        self._last_copy_ts: float | None = None
+        self.gop_s: float | None = None   # longest keyframe interval seen (copy), s
+        self.copied = 0
         self._pose_factory = pose_factory or (lambda: PoseEstimator(config.pose))
         self._encode_q: queue.Queue[Any] = queue.Queue(self.ENCODE_QUEUE)
         self._pose_slot = LatestSlot()
@@ -146,22 +194,98 @@ class Pipeline:
             log.error("encoder did not drain its queue on stop")
         self._pose_slot.close()
         for t in self._threads:
-            t.join(5.0)
+            if t.ident is not None:  # never started in safe mode
+                t.join(5.0)
         self.packets.close()
         self.poses.close()
 
     def request_keyframe(self) -> None:
-        """Ask the encoder to make the next frame an IDR (thread-safe)."""
+        """Ask the encoder to make the next frame an IDR (thread-safe).
+
+        In passthrough nothing can force the camera's next keyframe (RTSP has no such
+        request); viewers and recordings start at the camera's next one, at most one GOP
+        away.
+        """
         self.encoder.request_keyframe()
+
+    @property
+    def stream_info(self) -> VideoStreamInfo | None:
+        """Parameters of the H.264 stream now published (None before the first packet)."""
+        if self.video_mode == "copy":
+            return self._copy_info
+        return self.encoder.info
 
     # -- stages ----------------------------------------------------------------------------
     def _on_frame(self, frame: Frame) -> None:
+        packet = frame.packet
+        if self.want_copy:
+            if packet is not None and self._copy_verdict(packet.info, frame) is None:
+                self._publish_copy(frame)
+                if frame.image is not None:
+                    self._pose_slot.put(frame)
+                return
+            if packet is None and self.passthrough_problem is None:
+                self._no_copy("the camera does not send H.264 (it is decoded and encoded)")
+            if frame.image is None:
+                return
         try:
             self._encode_q.put_nowait(frame)
         except queue.Full:
             self.video_dropped += 1
             log.warning("encoder is behind the camera: frame %d dropped", frame.number)
         self._pose_slot.put(frame)
+
+    def _copy_verdict(self, info: VideoStreamInfo, frame: Frame) -> str | None:
+        """None if ``info``'s packets may be published as they are, else why not."""
+        if info not in self._verdicts:
+            problem = passthrough_problem(info)
+            self._verdicts[info] = problem
+            if problem is None:
+                log.info("video: passthrough of the camera's H.264 (profile-level-id %s, "
+                         "%dx%d)", info.profile_level_id, info.width, info.height)
+                self._last_key_ts = None
+                self.video_mode = "copy"
+                self.passthrough_problem = None
+            else:
+                self._no_copy(problem)
+        problem = self._verdicts[info]
+        if problem is None and frame.packet is not None:
+            ts = frame.timestamp
+            if self._last_copy_ts is not None and ts - self._last_copy_ts > 1.0:
+                self._last_key_ts = None  # the camera was away: not a long GOP
+            self._last_copy_ts = ts
+            if frame.packet.keyframe:
+                if self._last_key_ts is not None:
+                    gop = ts - self._last_key_ts
+                    self.gop_s = gop if self.gop_s is None else max(self.gop_s, gop)
+                self._last_key_ts = ts
+            if self._last_key_ts is not None and ts - self._last_key_ts > MAX_PASSTHROUGH_GOP_S:
+                problem = passthrough_problem(info, ts - self._last_key_ts)
+                self._verdicts[info] = problem
+                self._no_copy(problem or "GOP too long")
+        return problem
+
+    def _no_copy(self, problem: str) -> None:
+        if self.passthrough_problem != problem:
+            log.warning("video: passthrough not possible: %s; encoding with %s instead",
+                        problem, FALLBACK_ENCODER)
+        self.passthrough_problem = problem
+        self.video_mode = "encode"
+        self.encoder.request_keyframe()
+
+    def _publish_copy(self, frame: Frame) -> None:
+        packet = frame.packet
+        assert packet is not None
+        if self._copy_epoch is None:
+            self._copy_epoch = frame.timestamp
+        pts = max(round((frame.timestamp - self._copy_epoch) * CLOCK_RATE),
+                  self._copy_last_pts + 1)
+        self._copy_last_pts = pts
+        self._copy_info = packet.info
+        self.copied += 1
+        self.last_packet_at = time.monotonic()
+        self.packets.publish_threadsafe(EncodedPacket(
+            packet.data, pts, frame.timestamp, frame.number, packet.keyframe, packet.info))
 
     def _encode_loop(self) -> None:
         while True:
@@ -197,6 +321,7 @@ class Pipeline:
                     self._next_ticket += 1
                 pose = None
                 try:
+                    assert frame.image is not None  # frames without a picture are not queued
                     rgb = frame.image.to_ndarray(format="rgb24")
                     pose = estimator.process(rgb, frame.number, frame.timestamp)
                 except PoseError as exc:
@@ -223,6 +348,18 @@ class Pipeline:
             self._publish_cond.notify_all()
 
     # -- health ----------------------------------------------------------------------------
+    def _passthrough_health(self) -> dict[str, Any] | None:
+        if not self.want_copy:
+            return None
+        info = self._copy_info
+        return {
+            "active": self.video_mode == "copy",
+            "problem": self.passthrough_problem,
+            "profile_level_id": info.profile_level_id if info else None,
+            "gop_s": None if self.gop_s is None else round(self.gop_s, 3),
+            "packets": self.copied,
+        }
+
     @property
     def pose_fps(self) -> float:
         """Pose results per second over the last ~60 results."""
@@ -265,16 +402,24 @@ class Pipeline:
         return {
             "capture": {
                 "state": state,
-                "source": self.config.capture.source,
+                "source": redact_url(self.config.capture.source),
                 "fps": round(cap.fps, 2),
+                "nominal_fps": round(cap.source_fps, 3),
                 "frames": cap.frames,
                 "error": cap.error,
                 "reconnects": cap.reconnects,
+                "retry_in_s": None if cap.retry_at is None or state != "lost"
+                else round(max(0.0, cap.retry_at - now), 1),
+                "lost_for_s": None if cap.lost_since is None
+                else round(now - cap.lost_since, 1),
                 "last_frame_age_s": None if age is None else round(age, 3),
             },
             "video": {
                 "encoder": self.config.video.encoder,
-                "frames": self.encoder.frames,
+                "mode": self.video_mode,
+                "passthrough": self._passthrough_health(),
+                "frames": self.encoder.frames + self.copied,
+                "encoded": self.encoder.frames,
                 "dropped": self.video_dropped,
                 "error": self.video_error,
                 "encode_ms_mean": round(1000 * self.encoder.encode_seconds

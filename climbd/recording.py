@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -47,6 +48,7 @@ from climbd.errors import (
     StorageError,
 )
 from climbd.pose import Pose
+from climbd.redaction import redact_url
 from climbd.storage import (
     Database,
     FragmentedMp4Writer,
@@ -62,6 +64,8 @@ log = logging.getLogger(__name__)
 
 FRAGMENT_NAME = "recording.mp4"
 VIDEO_NAME = "video.mp4"
+#: holes in a session's video (camera lost), JSON [{"from_s", "to_s"}] in session seconds
+GAPS_NAME = "gaps.json"
 
 
 class PreRollBuffer:
@@ -252,6 +256,8 @@ class _Active:
     frames: int = 0
     last_ts: float = 0.0
     last_pose_frame: int = -1
+    #: holes in the video while the camera was lost: (from_s, to_s) in session time
+    gaps: list[tuple[float, float]] = field(default_factory=list)
     pending: list[Pose] = field(default_factory=list)
     #: set whenever a pose result for this session arrives (stop waits for the last frames)
     pose_arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -279,6 +285,8 @@ class Recorder:
 
     #: video packets (≈10 s at 30 fps) the writer may fall behind before the recording fails
     MAX_WRITER_BACKLOG = 300
+    #: a pause in the video longer than this (s) is a gap (camera lost), kept in gaps.json
+    GAP_S = 1.0
 
     def __init__(
         self,
@@ -299,12 +307,13 @@ class Recorder:
         self._packets = packets
         self._poses = poses
         self._request_keyframe = request_keyframe
-        self._source = source
+        self._source = redact_url(source)  # stored with sessions and shown by the API
         self._ballast = ballast
         self.preflight = preflight
         self._active: _Active | None = None
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._finishing: set[asyncio.Task[Any]] = set()
         self.last_error: str | None = None
         self.last_session_id: int | None = None
 
@@ -341,6 +350,7 @@ class Recorder:
             "name": a.record.name if a else None,
             "elapsed_s": round(a.duration_s, 3) if a and a.frames else 0.0,
             "pre_roll_s": a.record.pre_roll_s if a else None,
+            "gaps": [list(g) for g in a.gaps] if a else [],
             "frames": a.frames if a else 0,
             "last_error": self.last_error,
             "last_session_id": self.last_session_id,
@@ -377,9 +387,38 @@ class Recorder:
             self.buffer.add_packet(packet)
             a = self._active
             if a is not None and a.writer.error is None:
+                if packet.info != a.start.info:
+                    self._split(a)  # new stream parameters: this file cannot take them
+                    continue
+                self._note_gap(a, packet)
                 a.writer.put(packet)
                 a.frames += 1
                 a.last_ts = packet.timestamp
+
+    def _note_gap(self, a: _Active, packet: EncodedPacket) -> None:
+        """Record a hole in the video (the camera was lost and came back) in the session."""
+        if not a.frames:
+            return
+        fps = a.start.info.fps or 30.0
+        gap = packet.timestamp - a.last_ts
+        if gap > max(self.GAP_S, 3.0 / fps):
+            start = round(a.last_ts - a.start.timestamp, 3)
+            end = round(packet.timestamp - a.start.timestamp, 3)
+            a.gaps.append((start, end))
+            log.warning("session %d: no video from %.2f s to %.2f s (camera lost); the "
+                        "recording continues after the gap", a.record.id, start, end,
+                        extra={"session_id": a.record.id})
+
+    def _split(self, a: _Active) -> None:
+        """Finalise ``a`` at the drop: the camera came back with other stream parameters."""
+        self._active = None
+        log.warning("session %d: the camera came back with different video parameters: "
+                    "recording finalised at the drop", a.record.id,
+                    extra={"session_id": a.record.id})
+        task = asyncio.create_task(self._finish(a, "completed", None),
+                                   name=f"finish-{a.record.id}")
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
 
     async def _pose_loop(self) -> None:
         sub: Subscription[Pose] = self._poses.subscribe(maxsize=300, policy="latest")
@@ -563,6 +602,13 @@ class Recorder:
             if self._ballast:
                 self._ballast.release()
             status, error = "failed", error or f"database: {exc}"
+        if a.gaps:
+            try:
+                await asyncio.to_thread(
+                    (a.directory / GAPS_NAME).write_text,
+                    json.dumps([{"from_s": g[0], "to_s": g[1]} for g in a.gaps]) + "\n")
+            except OSError as exc:
+                log.error("session %d: cannot write %s: %s", a.record.id, GAPS_NAME, exc)
         fragment = a.directory / FRAGMENT_NAME
         video = a.directory / VIDEO_NAME
         video_path = None

@@ -20,9 +20,11 @@ session id, name, age and reason, and kept in the health report (last 20).
 A sweep also removes export directories whose export row is gone (the row cascades away
 with its session) and share rows that ended more than a week ago.
 
-:func:`run` is the daemon's background task: it registers the health entry and the
-recorder's "may I start?" check, then sweeps every ``retention.interval_s`` (and at once
-when a recording was refused).
+:class:`climbd.daemon.Daemon` builds one :class:`Retention`, gives its
+:meth:`~Retention.check_can_record` to the recorder as its "may I start?" preflight, registers
+:meth:`~Retention.status` as the ``retention`` health entry and runs
+:meth:`~Retention.run_forever`: a sweep every ``retention.interval_s`` (and at once when a
+recording was refused).
 """
 
 from __future__ import annotations
@@ -36,17 +38,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from climbd.config import RetentionConfig
 from climbd.errors import ClimbdError, InsufficientStorage, StorageError
 from climbd.storage import Database
 from climbd.storage.exports import ExportStore, SessionAge
 
-if TYPE_CHECKING:
-    from climbd.daemon import Daemon
-
-__all__ = ["Deletion", "Retention", "run"]
+__all__ = ["Deletion", "Retention"]
 
 log = logging.getLogger(__name__)
 
@@ -271,12 +270,3 @@ class Retention:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.interval_s)
 
-
-async def run(daemon: Daemon) -> None:
-    """The daemon's retention task: wire the health entry and the recorder's preflight
-    check, then sweep until cancelled."""
-    retention = Retention(daemon.db, daemon.state_dir, daemon.config.retention,
-                          daemon.config.video.bitrate_kbps, daemon.recorder.delete)
-    daemon.health_sources["retention"] = retention.status
-    daemon.recorder.preflight = retention.check_can_record
-    await retention.run_forever()

@@ -34,6 +34,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from climbd.redaction import RedactingFilter, redact_url
+
 __all__ = [
     "JournalFieldsFilter",
     "Notifier",
@@ -204,9 +206,12 @@ def format_status(health: Mapping[str, Any]) -> str:
         if state == "running":
             parts.append(f"camera ok {_fps(cap.get('fps'))}")
         elif state == "connecting":
-            parts.append(f"camera connecting to {cap.get('source') or '?'}")
+            parts.append(f"camera connecting to {redact_url(str(cap.get('source') or '?'))}")
         elif state == "lost":
-            parts.append(f"camera lost: {error}" if error else "camera lost")
+            lost = f"camera lost: {redact_url(str(error))}" if error else "camera lost"
+            if cap.get("reconnects"):
+                lost += f", reconnecting (attempt {cap.get('reconnects')})"
+            parts.append(lost)
         else:
             parts.append(f"camera {state or 'unknown'}")
     pose = health.get("pose")
@@ -406,6 +411,7 @@ def setup_logging(level: int | str = "info", *, environ: Mapping[str, str] | Non
         handler.setFormatter(_StderrFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
         kind = "stderr"
     handler.addFilter(JournalFieldsFilter())
+    handler.addFilter(RedactingFilter())  # camera credentials never reach a log line
     handler._climbd = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(numeric)

@@ -1,4 +1,4 @@
-"""What the operator page shows about the machine: CPU, temperature, credentials redacted.
+"""What the operator page shows about the machine: CPU use and temperature.
 
 Read from the kernel's own files, no extra dependency, nothing sent anywhere:
 
@@ -15,16 +15,16 @@ No HTTP here; :mod:`climbd.api.operator` serves it.
 from __future__ import annotations
 
 import os
-import re
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CpuMeter", "redact_url", "temperatures"]
+__all__ = ["CpuMeter", "SystemInfo", "temperatures"]
 
 PROC_STAT = Path("/proc/stat")
 THERMAL = Path("/sys/class/thermal")
-_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^@/]*)@")
 
 
 def _cpu_ticks(stat_text: str) -> tuple[int, int] | None:
@@ -91,6 +91,20 @@ class CpuMeter:
                 "cores": os.cpu_count()}
 
 
+@dataclass(frozen=True)
+class SystemInfo:
+    """What the operator page needs beyond the health report.
+
+    Attributes:
+        cpu: the machine/daemon CPU meter.
+        config_sources: dotted config key -> "file" or "cli" (keys not listed: defaults);
+            the daemon's own mapping, filled by ``climbd run``.
+    """
+
+    cpu: CpuMeter
+    config_sources: Mapping[str, str] = field(default_factory=dict)
+
+
 def temperatures(root: Path = THERMAL) -> dict[str, float]:
     """Each thermal zone's temperature, ``{type: degrees Celsius}`` (empty without zones).
 
@@ -108,12 +122,3 @@ def temperatures(root: Path = THERMAL) -> dict[str, float]:
             kind = zone.name
         out[kind if kind not in out else zone.name] = round(milli / 1000.0, 1)
     return out
-
-
-def redact_url(text: str) -> str:
-    """``text`` with the password (and user) of a URL's userinfo replaced by ``***``.
-
-    ``rtsp://admin:secret@192.168.1.9/stream`` -> ``rtsp://***@192.168.1.9/stream``; device
-    paths and file names are returned unchanged.
-    """
-    return _USERINFO.sub(lambda m: f"{m.group('scheme')}***@", text, count=1)

@@ -31,7 +31,18 @@ import av
 
 from climbd.config import VideoConfig
 
-__all__ = ["CLOCK_RATE", "TIME_BASE", "EncodedPacket", "VideoEncoder", "VideoStreamInfo"]
+__all__ = [
+    "CLOCK_RATE",
+    "PASSTHROUGH_PROFILES",
+    "TIME_BASE",
+    "CameraPacket",
+    "EncodedPacket",
+    "VideoEncoder",
+    "VideoStreamInfo",
+    "nal_units",
+    "passthrough_problem",
+    "profile_level_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +55,12 @@ TIME_BASE = fractions.Fraction(1, CLOCK_RATE)
 class VideoStreamInfo:
     """Codec parameters of an encoded stream; changes only if the frame size changes.
 
-    ``extradata`` is the Annex-B SPS+PPS the encoder exported (global header).
+    ``extradata`` is the Annex-B SPS+PPS the encoder exported (global header), or the
+    camera's SPS+PPS in passthrough. ``profile_level_id`` is the SPS's profile_idc,
+    constraint flags and level_idc as the 6 hex digits of the SDP ``profile-level-id``
+    (RFC 6184 §8.1), e.g. ``"42c01f"`` (constrained baseline 3.1); "" when unknown.
+    ``source`` is ``"encode"`` (our libx264 encode) or ``"camera"`` (stream copy);
+    ``b_frames`` is True when the camera reorders frames (decode order ≠ display order).
     """
 
     codec: str
@@ -52,6 +68,99 @@ class VideoStreamInfo:
     height: int
     fps: float
     extradata: bytes
+    profile_level_id: str = ""
+    source: str = "encode"
+    b_frames: bool = False
+
+
+#: H.264 profile_idc values every WebRTC browser stack decodes (Chrome, Safari, Firefox
+#: with its platform decoder): Baseline/Constrained Baseline (66), Main (77), High (100).
+#: High 10/4:2:2/4:4:4 (110, 122, 244) and Extended (88) are not decoded by browsers.
+PASSTHROUGH_PROFILES = {66: "baseline", 77: "main", 100: "high"}
+#: Highest H.264 level (level_idc, ×10) accepted for passthrough: 5.1 (4K30), well above
+#: what a climbing-wall camera sends; browsers' profile-level-id handling goes to 5.2.
+MAX_PASSTHROUGH_LEVEL = 51
+#: Longest GOP (s) accepted for passthrough: a new viewer waits up to one GOP for video and
+#: a crash loses at most one GOP (recordings are fragmented per GOP).
+MAX_PASSTHROUGH_GOP_S = 2.0
+
+
+def nal_units(data: bytes) -> list[bytes]:
+    """The NAL units of an Annex-B byte stream (start codes removed, ITU-T H.264 Annex B).
+
+    Trailing zero bytes before a start code (``00 00 00 01`` vs ``00 00 01``) are dropped.
+    """
+    out = []
+    i = data.find(b"\x00\x00\x01")
+    while i >= 0:
+        start = i + 3
+        j = data.find(b"\x00\x00\x01", start)
+        end = len(data) if j < 0 else j
+        unit = data[start:end]
+        if j >= 0:
+            unit = unit.rstrip(b"\x00")
+        if unit:
+            out.append(unit)
+        i = j
+    return out
+
+
+def profile_level_id(sps: bytes) -> str:
+    """SDP ``profile-level-id`` of an SPS NAL unit (header byte first): 6 hex digits.
+
+    The three bytes after the NAL header are profile_idc, the constraint_set flags and
+    level_idc (ITU-T H.264 §7.3.2.1.1; RFC 6184 §8.1).
+
+    Raises:
+        ValueError: ``sps`` is not an SPS NAL unit (type 7) of at least 4 bytes.
+    """
+    if len(sps) < 4 or sps[0] & 0x1F != 7:
+        raise ValueError("not an H.264 SPS NAL unit")
+    return sps[1:4].hex()
+
+
+def passthrough_problem(info: VideoStreamInfo, gop_s: float | None = None) -> str | None:
+    """Why a camera's H.264 stream cannot go to browsers as it is, or None if it can.
+
+    Checks the SPS profile (:data:`PASSTHROUGH_PROFILES`), the level
+    (:data:`MAX_PASSTHROUGH_LEVEL`) and, when measured, the GOP length in seconds
+    (:data:`MAX_PASSTHROUGH_GOP_S`).
+    """
+    if info.codec != "h264":
+        return f"the camera sends {info.codec}, not H.264"
+    if not info.profile_level_id:
+        return "the camera's stream has no SPS (profile and level unknown)"
+    profile = int(info.profile_level_id[0:2], 16)
+    level = int(info.profile_level_id[4:6], 16)
+    if profile not in PASSTHROUGH_PROFILES:
+        return (f"H.264 profile_idc {profile} is not one browsers decode over WebRTC "
+                "(use Baseline, Main or High)")
+    if info.b_frames:
+        return ("the camera sends B-frames, which WebRTC players do not reorder: turn them "
+                "off in the camera (or use Baseline profile)")
+    if level > MAX_PASSTHROUGH_LEVEL:
+        return f"H.264 level {level / 10:g} is above {MAX_PASSTHROUGH_LEVEL / 10:g}"
+    if gop_s is not None and gop_s > MAX_PASSTHROUGH_GOP_S:
+        return (f"the camera sends a keyframe every {gop_s:.1f} s (more than "
+                f"{MAX_PASSTHROUGH_GOP_S:g} s): set its GOP/I-frame interval to <= 1 s")
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class CameraPacket:
+    """One access unit of a camera's own H.264 stream (stream copy, not re-encoded).
+
+    Attributes:
+        data: Annex-B access unit, SPS/PPS in band before every IDR (added from the
+            stream's parameter sets when the camera sends them only out of band).
+        keyframe: True for an IDR access unit.
+        info: parameters of the camera stream (``source="camera"``); the same object for
+            every packet of one connection.
+    """
+
+    data: bytes
+    keyframe: bool
+    info: VideoStreamInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +246,11 @@ class VideoEncoder:
         ctx.options = options
         ctx.open()
         self._ctx = ctx
+        extradata = bytes(ctx.extradata or b"")
+        sps = [u for u in nal_units(extradata) if u[0] & 0x1F == 7]
         self._info = VideoStreamInfo(
-            codec="h264", width=width, height=height, fps=self.fps,
-            extradata=bytes(ctx.extradata or b""),
+            codec="h264", width=width, height=height, fps=self.fps, extradata=extradata,
+            profile_level_id=profile_level_id(sps[0]) if sps else "",
         )
         log.info("video encoder %s opened at %dx%d, %.3g fps, GOP %d", cfg.encoder, width,
                  height, self.fps, ctx.gop_size)

@@ -1,19 +1,40 @@
-"""Shared fixtures: real clips from ../shared/media, free loopback ports, a daemon process."""
+"""Shared fixtures: real clips from ../shared/media, a daemon process, polling, and the tiers.
+
+Every test belongs to exactly one tier, declared by a marker (normally module-wide:
+``pytestmark = pytest.mark.unit``); a test without one fails with a message saying so.
+The tier is the marker closest to the test, so a module's ``pytestmark`` can be overridden
+on one function. Select tiers with ``--tier unit,integration`` (``-m`` also works when no
+test overrides its module's tier).
+
+==============  =================================================================
+``unit``        pure code, no subprocess, no network beyond an in-memory loop; the
+                whole tier runs in well under a minute
+``integration`` the in-process daemon or a stage of it with the fake camera at the
+                device seam; real aiohttp on loopback, real aiortc, real SQLite files
+``media``       MediaPipe BlazePose on the real clips (ingest, ``climbd run`` daemons)
+``browser``     real headless Chromium (/usr/bin/chromium)
+``system``      the install chroot, arm64 emulation, network namespaces, systemd tools:
+                slow, subprocess-heavy, root
+==============  =================================================================
+"""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -26,6 +47,49 @@ CLIPS = [STEEPWALL, HANDHELD, SHORT]
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
+#: The test tiers, cheapest first (the order scripts/test runs them in).
+TIERS = ("unit", "integration", "media", "browser", "system")
+_TIER_KEY = pytest.StashKey[str | None]()
+
+
+def tier_of(item: pytest.Item) -> str | None:
+    """The tier of a collected test: the tier marker closest to it, or None."""
+    for mark in item.iter_markers():
+        if mark.name in TIERS:
+            return mark.name
+    return None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--tier", action="append", default=[], metavar="TIER[,TIER]",
+                     help=f"run only tests of these tiers ({', '.join(TIERS)}); repeatable")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Record each test's tier and keep only the ``--tier`` ones (untiered tests are kept,
+    so that they fail)."""
+    wanted = {t.strip() for arg in config.getoption("tier") for t in arg.split(",") if t.strip()}
+    unknown = wanted - set(TIERS)
+    if unknown:
+        raise pytest.UsageError(f"--tier: unknown tier(s) {sorted(unknown)}; tiers are {TIERS}")
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        tier = tier_of(item)
+        item.stash[_TIER_KEY] = tier
+        (keep if not wanted or tier is None or tier in wanted else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.stash.get(_TIER_KEY, None) is None:
+        pytest.fail(
+            f"{item.nodeid} has no tier marker. Declare one in its module, e.g.\n"
+            f"    pytestmark = pytest.mark.integration\n"
+            f"Tiers: {', '.join(TIERS)} (described in tests/conftest.py).", pytrace=False)
+
 
 @pytest.fixture(scope="session")
 def media() -> Path:
@@ -35,11 +99,47 @@ def media() -> Path:
     return MEDIA
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05,
+               what: str | Callable[[], str] = "") -> T:
+    """Poll ``predicate()`` every ``interval`` s until it returns a truthy value; return it.
+
+    Tests use this instead of fixed sleeps: they go on as soon as the condition holds and
+    wait at most ``timeout`` s on a slow machine.
+
+    Raises:
+        AssertionError: the condition did not hold within ``timeout`` s (``what`` names it;
+            a callable is called then, e.g. to show the last state seen).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            detail = what() if callable(what) else what
+            raise AssertionError(f"not true within {timeout} s: {detail or predicate}")
+        time.sleep(interval)
+
+
+async def async_wait_until(predicate: Callable[[], T | Awaitable[T | None] | None],
+                           timeout: float = 30.0, interval: float = 0.05,
+                           what: str | Callable[[], str] = "") -> T:
+    """:func:`wait_until` for asyncio tests: ``predicate`` may be a plain or async function;
+    the loop keeps running between polls."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            detail = what() if callable(what) else what
+            raise AssertionError(f"not true within {timeout} s: {detail or predicate}")
+        await asyncio.sleep(interval)
 
 
 def http(method: str, url: str, body: Any = None, timeout: float = 30.0,
@@ -60,40 +160,92 @@ def http(method: str, url: str, body: Any = None, timeout: float = 30.0,
     return status, payload
 
 
+#: The daemon's log line once its HTTP server listens (climbd/daemon.py).
+_LISTENING = re.compile(rb"listening on https?://\S+:(\d+)")
+
+
 class DaemonProcess:
-    """``climbd run`` as a real subprocess on 127.0.0.1."""
+    """``climbd run`` as a real subprocess on 127.0.0.1.
+
+    By default the daemon binds port 0 (the OS picks a free one, so parallel tests cannot
+    race for a port) and :attr:`port` is read from its "listening on" log line.
+    """
 
     def __init__(self, state_dir: Path, source: Path | str, *extra: str, loop: bool = True,
-                 env: dict[str, str] | None = None):
-        self.port = free_port()
+                 env: dict[str, str] | None = None, port: int = 0):
         self.state_dir = state_dir
-        self.base = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "climbd", "run", "--source", str(source),
-               "--state-dir", str(state_dir), "--host", "127.0.0.1", "--port", str(self.port),
-               *extra]
+        self._port: int | None = port or None
+        self.cmd = [sys.executable, "-m", "climbd", "run", "--source", str(source),
+                    "--state-dir", str(state_dir), "--host", "127.0.0.1", "--port", str(port),
+                    *extra]
         if loop:
-            cmd.append("--loop")
-        self.log_path = state_dir.parent / f"daemon-{self.port}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})}, cwd=REPO)
+            self.cmd.append("--loop")
+        self.env = {**os.environ, **(env or {})}
+        fd, name = tempfile.mkstemp(prefix="daemon-", suffix=".log", dir=state_dir.parent)
+        self.log_path = Path(name)
+        self._log = os.fdopen(fd, "wb")
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                env=self.env, cwd=REPO)
+
+    def respawn(self) -> None:
+        """Start the daemon again (after it stopped) on the port it had."""
+        assert self.proc.poll() is not None, "still running"
+        port = self.port
+        i = self.cmd.index("--port")
+        self.cmd[i + 1] = str(port)
+        self.proc = self._spawn()
+
+    @property
+    def port(self) -> int:
+        """The port the daemon listens on (waits up to 60 s for it to say so)."""
+        if self._port is None:
+            def listening() -> int | None:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+                self._log.flush()
+                m = _LISTENING.search(self.log_path.read_bytes())
+                return int(m.group(1)) if m else None
+            self._port = wait_until(listening, 60, 0.05, lambda: f"no port in\n{self.log()}")
+        return self._port
+
+    @property
+    def base(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 60.0, capture: bool = True) -> dict[str, Any]:
         """Wait until /api/health answers (and capture runs, if asked); returns health."""
-        deadline = time.monotonic() + timeout
         last: Any = None
-        while time.monotonic() < deadline:
+
+        def ready() -> dict[str, Any] | None:
+            nonlocal last
             if self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
             try:
                 status, last = http("GET", self.base + "/api/health", timeout=2)
-                if status == 200 and (not capture or (
-                        last["capture"]["state"] == "running" and last["pose"]["results"] > 0)):
-                    return dict(last)
             except (OSError, ValueError):
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"daemon not ready in {timeout}s: {last}\n{self.log()}")
+                return None
+            if status == 200 and (not capture or (
+                    last["capture"]["state"] == "running" and last["pose"]["results"] > 0)):
+                return dict(last)
+            return None
+
+        return wait_until(ready, timeout, 0.2, lambda: f"daemon not ready: {last}\n{self.log()}")
+
+    def health_until(self, predicate: Callable[[dict[str, Any]], object], timeout: float = 30.0
+                     ) -> dict[str, Any]:
+        """Poll /api/health until ``predicate(health)`` holds; returns that health."""
+        last: dict[str, Any] = {}
+
+        def check() -> dict[str, Any] | None:
+            nonlocal last
+            status, last = self.get("/api/health", timeout=5)
+            return last if status == 200 and predicate(last) else None
+
+        return wait_until(check, timeout, 0.1, lambda: f"health was {last}\n{self.log()}")
 
     def get(self, path: str, **kw: Any) -> tuple[int, Any]:
         return http("GET", self.base + path, **kw)
@@ -150,5 +302,7 @@ def daemon_factory(tmp_path: Path) -> Iterator[Any]:
         return d
 
     yield start
-    for d in procs:
-        d.stop()
+    codes = {d.log_path.name: d.stop() for d in procs}
+    # SIGTERM is a clean stop: exit 0 (or killed on purpose by the test, -9)
+    unclean = {name: rc for name, rc in codes.items() if rc not in (0, -signal.SIGKILL)}
+    assert not unclean, f"daemons did not stop cleanly on SIGTERM: {unclean}"

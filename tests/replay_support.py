@@ -51,7 +51,8 @@ def _cache_key() -> str:
     for clip in (SHORT, STEEPWALL):
         st = clip.stat()
         h.update(f"{clip.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    for rel in ("climbd/ingest.py", "climbd/pose.py", "climbd/storage/database.py",
+    for rel in ("climbd/ingest.py", "climbd/pose/__init__.py", "climbd/pose/backends.py",
+                "climbd/storage/database.py",
                 "climbd/storage/posecodec.py", "climbd/storage/segments.py"):
         h.update((REPO / rel).read_bytes())
     h.update(TEMPLATE_VERSION.encode())

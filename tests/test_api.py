@@ -19,6 +19,8 @@ from climbd.daemon import Daemon
 from tests.conftest import SHORT
 from tests.fakes import CameraRig
 
+pytestmark = pytest.mark.integration
+
 
 class Client:
     def __init__(self, session: aiohttp.ClientSession, base: str):

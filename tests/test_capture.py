@@ -21,6 +21,8 @@ from climbd.errors import SourceError
 from tests.conftest import SHORT
 from tests.fakes import CameraRig
 
+pytestmark = pytest.mark.integration
+
 
 def test_classify_source() -> None:
     assert classify_source("/dev/video0") is SourceKind.DEVICE

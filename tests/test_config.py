@@ -12,6 +12,8 @@ from climbd.cli import main
 from climbd.config import Config, load_config, parse_config, resolve_state_dir, with_overrides
 from climbd.errors import ConfigError
 
+pytestmark = pytest.mark.unit
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover

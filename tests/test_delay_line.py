@@ -16,6 +16,8 @@ from climbd.streaming.delay import DelayLine
 from climbd.streaming.landmarks import LandmarkFrame
 from climbd.video import CLOCK_RATE, EncodedPacket, VideoStreamInfo
 
+pytestmark = pytest.mark.unit
+
 FPS = 50.0
 INFO = VideoStreamInfo("h264", 64, 48, FPS, b"")
 TICKS = int(CLOCK_RATE / FPS)

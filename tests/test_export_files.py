@@ -33,7 +33,9 @@ from climbd.export.posedata import CSV_COLUMNS, UNITS, read_csv, read_json, writ
 from climbd.pose import LANDMARK_NAMES, POSE_CONNECTIONS
 from climbd.storage import Database, PoseSeries, SessionRecord, probe
 from tests.conftest import STEEPWALL
-from tests.test_export_support import add_video_session, copy_template, tmpfs
+from tests.export_support import add_video_session, copy_template, tmpfs
+
+pytestmark = pytest.mark.integration
 
 
 def _decode(path: Path) -> list[tuple[float, np.ndarray]]:

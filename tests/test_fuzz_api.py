@@ -36,22 +36,22 @@ from yarl import URL
 
 from climbd.api import create_app
 from climbd.api.openapi import build_document
+from climbd.config import Config
 from climbd.security import crypto
 from climbd.security.middleware import SECURITY
+from climbd.services import Services
 from tests.conftest import SHORT
 from tests.securitykit import FAST_SCRYPT, Agent, new_code, secure_daemon, wait_frames
+
+pytestmark = pytest.mark.integration
 
 #: Generated requests in all, split evenly across operations.
 TOTAL_CASES = 10_200
 LAN_HOST = "192.168.50.5"
 
 
-class _NoDaemon:
-    pass
-
-
 def _document() -> dict[str, Any]:
-    return build_document(create_app(_NoDaemon()), "climbd", "fuzz")  # type: ignore[arg-type]
+    return build_document(create_app(Services(Config())), "climbd", "fuzz")
 
 
 DOC = _document()

@@ -31,6 +31,8 @@ from climbd.security.ratelimit import client_key
 from climbd.storage.database import SessionRecord
 from climbd.streaming.errors import OfferError
 
+pytestmark = pytest.mark.unit
+
 FUZZ = settings(max_examples=600, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                        HealthCheck.data_too_large])
@@ -211,7 +213,7 @@ def test_live_websocket_commands_never_crash(loop: asyncio.AbstractEventLoop,
 
     async def run() -> None:
         ws = _WS()
-        client = _LiveClient(ws, _Daemon(), _Endpoint())  # type: ignore[arg-type]
+        client = _LiveClient(ws, _Daemon().recorder, _Endpoint())  # type: ignore[arg-type]
         for m in msgs:
             await client._handle(m if isinstance(m, str) else m.decode("latin-1"))
         client._stop_landmarks()

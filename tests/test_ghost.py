@@ -27,6 +27,8 @@ from climbd.ghost import (
 )
 from climbd.storage.posecodec import PoseSeries
 
+pytestmark = pytest.mark.unit
+
 
 class FakeClock:
     def __init__(self, t: float = 1000.0):
@@ -395,7 +397,6 @@ async def test_data_channel_hook_dispatches_and_survives_a_failing_handler() -> 
 
     loop = asyncio.get_running_loop()
     feed = LandmarkFeed(Broadcast(loop), Broadcast(loop), KeyframeGovernor(lambda: None), loop)
-    lc = LandmarkChannel(_Channel(), feed, lambda: 1234)  # type: ignore[arg-type]
     seen: list[dict[str, Any]] = []
 
     def echo(channel: LandmarkChannel, message: dict[str, Any]) -> dict[str, Any]:
@@ -406,9 +407,9 @@ async def test_data_channel_hook_dispatches_and_survives_a_failing_handler() -> 
     def broken(channel: LandmarkChannel, message: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("boom")
 
-    saved = dict(LandmarkChannel.extensions)
+    lc = LandmarkChannel(_Channel(), feed, lambda: 1234,  # type: ignore[arg-type]
+                         handlers={"echo": echo, "broken": broken})
     try:
-        LandmarkChannel.extensions.update({"echo": echo, "broken": broken})
         assert lc.handle_client_message('{"type": "echo", "a": 1}') == {"type": "echo"}
         assert seen == [{"type": "echo", "a": 1}]
         reply = lc.handle_client_message('{"type": "broken"}')
@@ -416,7 +417,5 @@ async def test_data_channel_hook_dispatches_and_survives_a_failing_handler() -> 
         reply = lc.handle_client_message('{"type": "nobody"}')
         assert reply is not None and reply["code"] == "unknown-type"
     finally:
-        LandmarkChannel.extensions.clear()
-        LandmarkChannel.extensions.update(saved)
         lc.close()
         await feed.close()

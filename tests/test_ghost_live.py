@@ -32,7 +32,7 @@ from climbd.streaming.viewer import Viewer
 from tests.conftest import REPO, STEEPWALL, http
 from tests.replay_support import CHROMIUM, NAMES, Env, chromium, start_daemon, wait_js
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.browser
 
 IN_NETNS = os.environ.get("CLIMBD_TEST_NETNS") == "1"
 SDP = {"Content-Type": "application/sdp"}

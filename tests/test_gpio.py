@@ -34,6 +34,8 @@ from climbd.config import ButtonConfig, Config, GpioConfig, LedConfig, parse_con
 from climbd.errors import AlreadyRecording, ConfigError, NotRecording
 from climbd.hardware.gpio import GpioButtons, GpioError, LineSpec
 
+pytestmark = pytest.mark.unit
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
@@ -596,6 +598,7 @@ def gpio_sim() -> Iterator[tuple[str, Path]]:
             dev.rmdir()
 
 
+@pytest.mark.integration
 async def test_presses_on_kernel_gpio_sim(gpio_sim: tuple[str, Path]) -> None:
     chip_path, line0 = gpio_sim
     daemon = FakeDaemon(pre_roll_s=5.0)

@@ -14,7 +14,7 @@ from climbd.ingest import decode_rgb_frames
 from climbd.storage import probe
 from tests.conftest import CLIPS, REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.media
 
 
 def _reference(path: Path) -> tuple[int, list[int], np.ndarray]:

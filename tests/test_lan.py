@@ -17,6 +17,8 @@ import pytest
 
 from climbd import lan, share
 
+pytestmark = pytest.mark.unit
+
 ROUTES = """Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
 wlan0\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0
 eth0\t00000000\t0100000A\t0003\t0\t0\t100\t00000000\t0\t0\t0
@@ -89,8 +91,9 @@ def test_this_machine_has_a_reachable_address_from_its_own_tables() -> None:
         assert host == socket.gethostname().split(".")[0] + ".local"
 
 
+@pytest.mark.integration
 async def test_share_link_made_over_loopback_names_the_lan_address(tmp_path: Path) -> None:
-    from tests.test_export_support import copy_template, start_daemon
+    from tests.export_support import copy_template, start_daemon
 
     expected = lan.lan_host()
     state = copy_template(tmp_path / "state")

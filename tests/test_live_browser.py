@@ -33,7 +33,7 @@ import pytest
 
 from tests.conftest import REPO, STEEPWALL, DaemonProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.browser
 
 IN_NETNS = os.environ.get("CLIMBD_TEST_NETNS") == "1"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -82,21 +82,13 @@ inner = pytest.mark.skipif(not IN_NETNS, reason="runs inside the network namespa
 
 
 class _Daemon(DaemonProcess):
-    """``climbd run`` that can be stopped and started again on the same address."""
+    """``climbd run`` on the clip with this suite's config (:meth:`respawn` restarts it on
+    the same address)."""
 
     def __init__(self, root: Path):
         cfg = root / "climbd.toml"
         cfg.write_text(CONFIG)
         super().__init__(root / "state", STEEPWALL, "--config", str(cfg))
-        self._cmd = [sys.executable, "-m", "climbd", "run", "--source", str(STEEPWALL),
-                     "--loop", "--state-dir", str(root / "state"), "--host", "127.0.0.1",
-                     "--port", str(self.port), "--config", str(cfg)]
-
-    def respawn(self) -> None:
-        """Start the daemon again (after it was stopped) on the same port."""
-        assert self.proc.poll() is not None
-        self.proc = subprocess.Popen(self._cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=REPO)
 
 
 def _start_daemon(root: Path) -> _Daemon:

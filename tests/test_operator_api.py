@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from climbd.config import config_file_keys, config_report, config_sources, load_config
-from climbd.sysinfo import CpuMeter, redact_url, temperatures
+from climbd.redaction import redact_url
+from climbd.sysinfo import CpuMeter, temperatures
 from tests.securitykit import Agent, new_code, secure_daemon
 
 pytestmark = pytest.mark.integration
@@ -51,6 +52,7 @@ async def test_system_report_for_the_admin_only(tmp_path: Path) -> None:
     assert len(entries) == len(report["config"]) > 60
 
 
+@pytest.mark.unit
 def test_config_sources_default_file_cli(tmp_path: Path) -> None:
     path = tmp_path / "climbd.toml"
     path.write_text('[pose]\nworkers = 1\n[capture]\nsource = "/dev/video2"\n'
@@ -70,6 +72,7 @@ def test_config_sources_default_file_cli(tmp_path: Path) -> None:
     assert config_file_keys(tmp_path / "missing.toml") == set()
 
 
+@pytest.mark.unit
 def test_redaction_and_cpu_meter(tmp_path: Path) -> None:
     assert redact_url(CAMERA) == "rtsp://***@127.0.0.1:8554/wall"
     assert redact_url("rtsp://127.0.0.1/x") == "rtsp://127.0.0.1/x"

@@ -15,7 +15,7 @@ from climbd.storage.posecodec import BYTES_PER_FRAME, HEADER_SIZE, decode_chunk
 from tests.conftest import http
 from tests.replay_support import NAMES, Env, start_daemon
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.media
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,15 @@ from climbd.retention import MiB, Retention
 from climbd.storage import Database
 from climbd.storage.exports import ExportStore
 from tests.conftest import SHORT, STEEPWALL
-from tests.test_export_support import (
+from tests.export_support import (
     add_video_session,
     daemon_config,
     start_daemon,
     tmpfs,
     wait_frames,
 )
+
+pytestmark = pytest.mark.integration
 
 DAY = 86400.0
 

@@ -24,6 +24,8 @@ import pytest
 from tests.conftest import REPO, SHORT, DaemonProcess
 from tests.securitykit import Agent
 
+pytestmark = pytest.mark.integration
+
 CONFIG = """
 [pose]
 enabled = false

@@ -26,12 +26,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from climbd.api import create_app
 from climbd.api.app import error_middleware
 from climbd.api.auth import add_routes as add_auth_routes
-from climbd.api.keys import DAEMON
+from climbd.api.keys import CONFIG
 from climbd.api.openapi import ACCESS, documented_routes, operation
 from climbd.config import Config
 from climbd.security import crypto
 from climbd.security.access import NOT_SESSION_SCOPED, session_resource
+from climbd.services import Services
 from tests.securitykit import FAST_SCRYPT, Agent, new_code, secure_daemon, wait_frames
+
+pytestmark = pytest.mark.integration
 
 #: The only routes anyone who reaches the appliance may call (method, template). Adding one
 #: here is a security decision: say why in the comment.
@@ -56,12 +59,13 @@ PAGE_ROUTES = {
 }
 
 
-class _NoDaemon:
-    """create_app only stores the daemon; no handler runs in the static checks."""
+def _bare_app() -> web.Application:
+    """An app without services: no handler runs in the static checks."""
+    return create_app(Services(Config()))
 
 
 def _routes() -> list[tuple[str, str, Any]]:
-    return documented_routes(create_app(_NoDaemon()))  # type: ignore[arg-type]
+    return documented_routes(_bare_app())
 
 
 def test_every_api_route_declares_its_access() -> None:
@@ -78,7 +82,7 @@ def test_anonymous_routes_are_exactly_the_allow_list() -> None:
 
 
 def test_every_page_route_has_a_known_rule() -> None:
-    app = create_app(_NoDaemon())  # type: ignore[arg-type]
+    app = _bare_app()
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource else {}
         path = info.get("formatter") or info.get("path") or info.get("prefix")
@@ -107,11 +111,8 @@ async def test_a_route_without_a_declared_rule_is_admin_only() -> None:
     async def bare(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
-    class _Daemon:
-        config = Config.model_validate({"security": {"loopback_is_trusted": False}})
-
     app = web.Application(middlewares=[error_middleware])
-    app[DAEMON] = _Daemon()  # type: ignore[misc]
+    app[CONFIG] = Config.model_validate({"security": {"loopback_is_trusted": False}})
     add_auth_routes(app)
     app.router.add_get("/api/new", undeclared)
     app.router.add_get("/api/bare", bare)
@@ -121,10 +122,7 @@ async def test_a_route_without_a_declared_rule_is_admin_only() -> None:
             assert r.status == 401, path
     trusted = web.Application(middlewares=[error_middleware])
 
-    class _Local:
-        config = Config()
-
-    trusted[DAEMON] = _Local()  # type: ignore[misc]
+    trusted[CONFIG] = Config()
     add_auth_routes(trusted)
     trusted.router.add_get("/api/new", undeclared)
     async with TestClient(TestServer(trusted)) as client:

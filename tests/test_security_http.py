@@ -22,6 +22,8 @@ from climbd.security.transport import server_ssl_context
 from tests.conftest import REPO
 from tests.securitykit import ADMIN_PASSWORD, FAST_SCRYPT, Agent, new_code, secure_daemon
 
+pytestmark = pytest.mark.integration
+
 LAN: dict[str, Any] = {"loopback_is_trusted": False}
 
 

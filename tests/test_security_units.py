@@ -25,6 +25,8 @@ from climbd.security.ratelimit import KeyedLimiter, TokenBucket, client_key
 from climbd.security.scope import Viewer, check_visible, session_filter_sql, viewing
 from climbd.security.store import Device
 
+pytestmark = pytest.mark.unit
+
 # -- token buckets -------------------------------------------------------------------------
 
 

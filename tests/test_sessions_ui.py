@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import http
 from tests.replay_support import NAMES, Env, chromium, start_daemon, wait_js
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.browser
 
 EXTRA = 60  # sessions added without video, on top of the template's 4
 PAGE = 24

@@ -7,7 +7,6 @@ the in-process daemon on 127.0.0.1 only.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 import time
@@ -21,9 +20,10 @@ import numpy as np
 import pytest
 
 from climbd import lan, share
-from tests.test_export_support import Client, copy_template, start_daemon
+from tests.conftest import async_wait_until
+from tests.export_support import Client, copy_template, start_daemon
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -127,6 +127,10 @@ async def daemon_export_path(daemon: Any, e: dict[str, Any]) -> str:
     return (await ExportStore(daemon.db).get(e["id"])).path
 
 
+async def _status(c: Client, url: str, want: int) -> bool:
+    return (await c.req("GET", url, raw=True))[0] == want
+
+
 def _hash_in_db(state: Path, token: str) -> bool:
     with sqlite3.connect(state / "climbd.db") as conn:
         rows = conn.execute("SELECT token_sha256 FROM shares").fetchall()
@@ -143,7 +147,9 @@ async def test_expired_and_revoked_links_stop_working(tmp_path: Path, media: Pat
         assert (await c.req("GET", short["local"] + "/file", raw=True))[0] == 200
         status, body = await c.req("DELETE", f"/api/shares/{revoked['id']}")
         assert status == 200 and body["state"] == "revoked"
-        await asyncio.sleep(1.7)
+        # the 1.5 s link expires (the revoked one is refused at once)
+        await async_wait_until(
+            lambda: _status(c, short["local"] + "/file", 410), 10, 0.1, "the link never expired")
         context = await browser.new_context()
         page = await context.new_page()
         for link, code, word in ((short["local"], 410, "expired"),
@@ -164,6 +170,7 @@ async def test_expired_and_revoked_links_stop_working(tmp_path: Path, media: Pat
         assert (await c.req("GET", fresh["local"], raw=True))[0] == 404
 
 
+@pytest.mark.integration
 async def test_a_token_opens_its_own_clip_and_nothing_else(tmp_path: Path,
                                                            media: Path) -> None:
     state = copy_template(tmp_path / "state")
@@ -203,8 +210,9 @@ async def test_a_token_opens_its_own_clip_and_nothing_else(tmp_path: Path,
         assert daemon.state_dir == state
 
 
+@pytest.mark.integration
 async def test_configured_base_url_is_used_in_links(tmp_path: Path, media: Path) -> None:
-    from tests.test_export_support import daemon_config
+    from tests.export_support import daemon_config
 
     state = copy_template(tmp_path / "state")
     config = daemon_config(share={"base_url": "http://192.0.2.10:8080/", "ttl_s": 60})
@@ -218,6 +226,7 @@ async def test_configured_base_url_is_used_in_links(tmp_path: Path, media: Path)
         assert status == 200 and b"Pose data (CSV)" in page and b"<video" not in page
 
 
+@pytest.mark.unit
 def test_tokens_and_urls() -> None:
     tokens = {share.new_token() for _ in range(200)}
     assert len(tokens) == 200 and all(share.looks_like_token(t) for t in tokens)

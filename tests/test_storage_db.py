@@ -19,6 +19,8 @@ from climbd.storage import Database, PoseSeries, SessionRecord, decode_chunk
 from climbd.storage.database import MIGRATIONS
 from tests.test_storage_posecodec import make_series
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -17,6 +17,8 @@ from climbd.storage.posecodec import (
     encode_chunk,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def make_series(n: int, *, t0: float = 0.0, frame0: int = 0, seed: int = 0) -> PoseSeries:
     """``n`` random but plausible poses at 30 fps starting at ``t0`` / ``frame0``."""

@@ -19,6 +19,8 @@ from climbd.errors import DiskFullError, StorageError
 from climbd.storage import FragmentedMp4Writer, VideoFileInfo, finalize, probe
 from climbd.video import EncodedPacket, VideoEncoder
 
+pytestmark = pytest.mark.integration
+
 FPS = 30.0
 N_FRAMES = 96  # 3.2 s: keyframes (GOP 1 s) at frames 0, 30, 60, 90
 

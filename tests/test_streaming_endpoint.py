@@ -21,6 +21,8 @@ from climbd.streaming import OfferError, UnknownViewer, ViewerLimitReached, Whep
 from climbd.streaming.viewer import Viewer
 from climbd.video import EncodedPacket, VideoEncoder
 
+pytestmark = pytest.mark.integration
+
 FPS = 25.0
 
 

@@ -30,6 +30,8 @@ from climbd.streaming.landmarks import (
 from climbd.streaming.offer import parse_offer
 from climbd.video import EncodedPacket, VideoStreamInfo
 
+pytestmark = pytest.mark.unit
+
 # -- message format ------------------------------------------------------------------------
 
 

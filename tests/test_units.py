@@ -14,6 +14,8 @@ from climbd.pose import Pose
 from climbd.recording import PreRollBuffer
 from climbd.video import EncodedPacket, VideoStreamInfo
 
+pytestmark = pytest.mark.unit
+
 INFO = VideoStreamInfo("h264", 640, 480, 10.0, b"")
 
 

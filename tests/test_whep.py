@@ -29,7 +29,7 @@ from climbd.streaming.landmarks import LandmarkMessage, decode_message
 from climbd.streaming.viewer import Viewer
 from tests.conftest import REPO, STEEPWALL, DaemonProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.media
 
 SOAK_S = float(os.environ.get("CLIMBD_LIVE_SOAK_S", "30"))
 MAX_VIEWERS = 4

@@ -11,35 +11,19 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from climbd import errors
-from climbd.api.keys import DAEMON
-
-if TYPE_CHECKING:
-    from climbd.daemon import Daemon
+from climbd.api import keys
+from climbd.api.status import status_for
+from climbd.services import Services
 
 __all__ = ["create_app", "error_response", "webui_dir"]
 
 log = logging.getLogger(__name__)
-
-#: HTTP status for each error class (first match in MRO order wins).
-STATUS: dict[type[Exception], int] = {
-    errors.SessionNotFound: 404,
-    errors.AlreadyRecording: 409,
-    errors.NotRecording: 409,
-    errors.NoMediaYet: 503,
-    errors.BeyondBuffer: 422,
-    errors.DiskFullError: 507,
-    errors.InsufficientStorage: 507,
-    errors.ConfigError: 400,
-    errors.ExportError: 400,
-    errors.StorageError: 500,
-    errors.RecordingError: 409,
-}
 
 MAX_BODY = 1024 * 1024  # bytes; API bodies are small JSON or SDP
 
@@ -49,13 +33,6 @@ def error_response(status: int, error: str, message: str, details: Any = None
     """A JSON error response."""
     return web.json_response(
         {"error": error, "message": message, "details": details}, status=status)
-
-
-def _status_for(exc: errors.ClimbdError) -> int:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return 500
 
 
 @web.middleware
@@ -75,7 +52,7 @@ async def error_middleware(
                    for e in exc.errors()]
         return error_response(422, "invalid_body", "request body failed validation", details)
     except errors.ClimbdError as exc:
-        status = _status_for(exc)
+        status = status_for(exc)
         if status >= 500:
             log.error("%s %s: %s", request.method, request.path, exc)
         return error_response(status, type(exc).__name__, str(exc))
@@ -111,12 +88,26 @@ def webui_dir() -> Path:
     return here.parent / "webui"
 
 
-def create_app(daemon: Daemon) -> web.Application:
-    """Build the application for ``daemon`` (routes, middleware, static UI)."""
+_T = TypeVar("_T")
+
+
+def _put(app: web.Application, key: web.AppKey[_T], value: _T | None) -> None:
+    if value is not None:
+        app[key] = value
+
+
+def create_app(services: Services) -> web.Application:
+    """The application over ``services``: routes, middleware, static UI. Nothing else.
+
+    Each service goes under its typed key (:mod:`climbd.api.keys`); services left None are
+    simply absent (their routes answer 503). No service is built or started here: the
+    daemon (:class:`climbd.daemon.Daemon`) owns their lifetimes.
+    """
     from climbd.api import (
         auth,
         delayed,
         exports,
+        ghost,
         live,
         operator,
         recordings,
@@ -128,7 +119,17 @@ def create_app(daemon: Daemon) -> web.Application:
     )
 
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
-    app[DAEMON] = daemon
+    app[keys.CONFIG] = services.config
+    _put(app, keys.PATHS, services.paths)
+    _put(app, keys.DB, services.db)
+    _put(app, keys.RECORDER, services.recorder)
+    _put(app, keys.HEALTH, services.health)
+    _put(app, keys.EXPORTS, services.exports)
+    _put(app, keys.LIVE, services.live)
+    _put(app, keys.GHOST, services.ghost)
+    _put(app, keys.MEDIA, services.media)
+    _put(app, keys.AUTH_STORE, services.auth)
+    _put(app, keys.SYSTEM, services.system)
     auth.add_routes(app)  # the security layer (climbd.security) and the /api/auth routes
     system.add_routes(app)
     operator.add_routes(app)
@@ -139,7 +140,8 @@ def create_app(daemon: Daemon) -> web.Application:
     delayed.add_routes(app)  # /api/whep/delayed before /api/whep/{id}
     whep.add_routes(app)
     live.add_routes(app)
-    replay.add_routes(app)  # thumbnails, frame tables, ghost (after the live view)
+    replay.add_routes(app)
+    ghost.add_routes(app)
     ui = webui_dir()
     if ui.exists():
         async def index(request: web.Request) -> web.FileResponse:

@@ -31,10 +31,11 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from climbd.api.app import error_response, read_json
-from climbd.api.keys import DAEMON
+from climbd.api.ids import session_id as _session_id
+from climbd.api.keys import DB
 from climbd.api.openapi import operation
 from climbd.api.schemas import ErrorBody
-from climbd.errors import SessionNotFound
+from climbd.ids import parse_id
 from climbd.security import crypto
 from climbd.security.middleware import (
     ADMIN_COOKIE,
@@ -214,9 +215,10 @@ def _device_out(device: Device, request: web.Request) -> dict[str, Any]:
 
 def _int_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    ident = parse_id(raw)
+    if ident is None:
         raise web.HTTPNotFound(text=f"no such id {raw[:40]!r}")
-    return int(raw)
+    return ident
 
 
 async def _kdf(request: web.Request, fn: Any, *args: Any) -> Any:
@@ -485,19 +487,12 @@ async def remove_token(request: web.Request) -> web.Response:
 
 
 # -- session privacy -----------------------------------------------------------------------
-def _session_id(request: web.Request) -> int:
-    raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise SessionNotFound(raw)
-    return int(raw)
-
-
 @operation("A session's privacy (private sessions: owner device and admin only)",
            tags=("sessions",), responses={200: ("Privacy", PrivacyOut), 404: _ERR},
            access="wall")
 async def get_privacy(request: web.Request) -> web.Response:
     """``GET /api/sessions/{id}/privacy``."""
-    rec = await request.app[DAEMON].db.get_session(_session_id(request))
+    rec = await request.app[DB].get_session(_session_id(request))
     return web.json_response(PrivacyOut(session_id=rec.id, private=rec.private,
                                         owner_device_id=rec.owner_device_id).model_dump())
 
@@ -511,7 +506,7 @@ async def set_privacy(request: web.Request) -> web.Response:
     store = await _store(request)
     sid = _session_id(request)
     body = PrivacyRequest.model_validate(await _body(request))
-    rec = await request.app[DAEMON].db.get_session(sid)  # 404 if not visible
+    rec = await request.app[DB].get_session(sid)  # 404 if not visible
     p = principal_of(request)
     if p.role == "admin":
         owner = body.owner_device_id if "owner_device_id" in body.model_fields_set else (

@@ -16,30 +16,21 @@ queue full.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from climbd.api.app import error_response, read_json
-from climbd.api.keys import DAEMON
+from climbd.api.app import read_json
+from climbd.api.ids import path_id
+from climbd.api.keys import DB, EXPORTS
 from climbd.api.openapi import operation
 from climbd.api.schemas import ErrorBody
-from climbd.errors import ExportError, SessionNotFound
-from climbd.export.jobs import ExportBusy, ExportManager, ExportRangeError, ExportUnavailable
-from climbd.storage.exports import ExportNotFound, ExportRecord
+from climbd.errors import ExportNotFound, ExportUnavailable
+from climbd.export.jobs import ExportManager
+from climbd.storage.exports import ExportRecord
 
-__all__ = ["EXPORTS", "ExportList", "ExportOut", "ExportRequest", "add_routes", "export_out"]
-
-#: The daemon's :class:`ExportManager` (created when the app starts).
-EXPORTS: web.AppKey[ExportManager] = web.AppKey("exports", ExportManager)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-_STATUS: dict[type[Exception], int] = {
-    ExportNotFound: 404, ExportBusy: 429, ExportRangeError: 422, ExportUnavailable: 409,
-}
+__all__ = ["ExportList", "ExportOut", "ExportRequest", "add_routes", "export_out"]
 
 
 class ExportRequest(BaseModel):
@@ -112,24 +103,6 @@ def export_out(rec: ExportRecord, manager: ExportManager | None) -> dict[str, An
     return ExportOut.model_validate(out).model_dump()
 
 
-def mapped(handler: Handler) -> Handler:
-    """Answer the export errors with their own status (404/409/422/429) instead of the
-    generic 400 of :class:`ExportError`."""
-
-    async def wrapper(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except ExportError as exc:
-            for cls in type(exc).__mro__:
-                if cls in _STATUS:
-                    return error_response(_STATUS[cls], type(exc).__name__, str(exc))
-            raise
-
-    wrapper.__name__ = handler.__name__
-    wrapper.__doc__ = handler.__doc__
-    return wrapper
-
-
 def manager_of(request: web.Request) -> ExportManager:
     """The app's export manager.
 
@@ -142,15 +115,6 @@ def manager_of(request: web.Request) -> ExportManager:
     return manager
 
 
-def _int_id(request: web.Request, what: str) -> int:
-    raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
-        if what == "session":
-            raise SessionNotFound(raw)
-        raise ExportNotFound(what, raw)
-    return int(raw)
-
-
 _ERR = ErrorBody
 
 
@@ -161,10 +125,9 @@ _ERR = ErrorBody
                       409: ("Session recording, or no video for a video export", _ERR),
                       422: ("Bad body, range or speed", _ERR), 429: ("Queue full", _ERR)},
            access="wall")
-@mapped
 async def create_export(request: web.Request) -> web.Response:
     """``POST /api/sessions/{id}/exports``."""
-    sid = _int_id(request, "session")
+    sid = path_id(request, "session")
     body = ExportRequest.model_validate(await read_json(request))
     manager = manager_of(request)
     rec = await manager.submit(sid, body.kind, body.start_s, body.end_s, body.speed)
@@ -174,19 +137,17 @@ async def create_export(request: web.Request) -> web.Response:
 
 @operation("Exports of one session, newest first", tags=("exports",),
            responses={200: ("Exports", ExportList), 404: ("No such session", _ERR)}, access="wall")
-@mapped
 async def list_session_exports(request: web.Request) -> web.Response:
     """``GET /api/sessions/{id}/exports``."""
-    sid = _int_id(request, "session")
+    sid = path_id(request, "session")
     manager = manager_of(request)
-    await request.app[DAEMON].db.get_session(sid)
+    await request.app[DB].get_session(sid)
     items = await manager.store.list_exports(sid)
     return web.json_response({"items": [export_out(r, manager) for r in items]})
 
 
 @operation("All exports, newest first (the last 100)", tags=("exports",),
            responses={200: ("Exports", ExportList)}, access="admin")
-@mapped
 async def list_exports(request: web.Request) -> web.Response:
     """``GET /api/exports``."""
     manager = manager_of(request)
@@ -196,11 +157,10 @@ async def list_exports(request: web.Request) -> web.Response:
 
 @operation("One export: status, progress, actual range, file URL", tags=("exports",),
            responses={200: ("The export", ExportOut), 404: ("No such export", _ERR)}, access="wall")
-@mapped
 async def get_export(request: web.Request) -> web.Response:
     """``GET /api/exports/{id}``."""
     manager = manager_of(request)
-    rec = await manager.store.get(_int_id(request, "export"))
+    rec = await manager.store.get(path_id(request, "export"))
     return web.json_response(export_out(rec, manager))
 
 
@@ -208,11 +168,10 @@ async def get_export(request: web.Request) -> web.Response:
            responses={200: ("The file (video/mp4, text/csv or application/json)", "video/mp4"),
                       206: ("Partial content", "video/mp4"), 404: ("No such export", _ERR),
                       409: ("Not finished", _ERR)}, access="wall")
-@mapped
 async def get_export_file(request: web.Request) -> web.StreamResponse:
     """``GET /api/exports/{id}/file``."""
     manager = manager_of(request)
-    rec = await manager.store.get(_int_id(request, "export"))
+    rec = await manager.store.get(path_id(request, "export"))
     if rec.status != "done":
         raise ExportUnavailable(f"export {rec.id} is {rec.status}, not done")
     path = manager.file_path(rec)
@@ -238,35 +197,18 @@ def file_response(path: Any, kind: str, *, download: bool) -> web.FileResponse:
            tags=("exports",),
            responses={200: ("The deleted export", ExportOut), 404: ("No such export", _ERR)},
            access="wall")
-@mapped
 async def delete_export(request: web.Request) -> web.Response:
     """``DELETE /api/exports/{id}``."""
     manager = manager_of(request)
-    rec = await manager.delete(_int_id(request, "export"))
+    rec = await manager.delete(path_id(request, "export"))
     return web.json_response(export_out(rec, None))
 
 
-async def _start(app: web.Application) -> None:
-    daemon = app[DAEMON]
-    manager = ExportManager(daemon.db, daemon.state_dir, daemon.config.export)
-    await manager.start()
-    app[EXPORTS] = manager
-    daemon.health_sources["exports"] = manager.status
-
-
-async def _stop(app: web.Application) -> None:
-    manager = app.get(EXPORTS)
-    if manager is not None:
-        await manager.close()
-
-
 def add_routes(app: web.Application) -> None:
-    """Register the export routes and the export manager's start/stop hooks."""
+    """Register the export routes."""
     app.router.add_post("/api/sessions/{id}/exports", create_export)
     app.router.add_get("/api/sessions/{id}/exports", list_session_exports)
     app.router.add_get("/api/exports", list_exports)
     app.router.add_get("/api/exports/{id}", get_export)
     app.router.add_get("/api/exports/{id}/file", get_export_file)
     app.router.add_delete("/api/exports/{id}", delete_export)
-    app.on_startup.append(_start)
-    app.on_cleanup.append(_stop)

@@ -37,12 +37,13 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import ValidationError
 
-from climbd.api.keys import DAEMON
+from climbd.api.keys import CONFIG, LIVE, RECORDER
 from climbd.api.openapi import operation
 from climbd.api.schemas import SaveLastRequest, StartRequest
 from climbd.api.sessions import session_out
-from climbd.api.whep import LIVE, Problem, endpoint_of, problem
+from climbd.api.whep import Problem, endpoint_of, problem
 from climbd.errors import ClimbdError
+from climbd.recording import Recorder
 from climbd.security.middleware import message_bucket
 from climbd.security.ratelimit import TokenBucket
 from climbd.streaming import WhepEndpoint
@@ -76,11 +77,11 @@ _SOCKETS: web.AppKey[_Sockets] = web.AppKey("climbd_live_sockets", _Sockets)
 class _LiveClient:
     """One WebSocket client: reader loop plus status and landmark pushers."""
 
-    def __init__(self, ws: web.WebSocketResponse, daemon: Any, endpoint: WhepEndpoint,
+    def __init__(self, ws: web.WebSocketResponse, recorder: Recorder, endpoint: WhepEndpoint,
                  bucket: TokenBucket | None = None):
         self.ws = ws
         self.bucket = bucket  # client messages per second (security.messages_per_s)
-        self.daemon = daemon
+        self.recorder = recorder
         self.endpoint = endpoint
         self.bad = 0
         self._landmarks: asyncio.Task[None] | None = None
@@ -145,7 +146,7 @@ class _LiveClient:
         if msg_id is not None and not isinstance(msg_id, (int, float, str)):
             await self._error("bad-message", '"id" must be a number or a string', None)
             return
-        recorder = self.daemon.recorder
+        recorder = self.recorder
         try:
             if kind == "ping":
                 await self.send_json({"type": "pong", "id": msg_id,
@@ -193,7 +194,7 @@ class _LiveClient:
     _last_push = 0.0
 
     async def _push_status_now(self) -> None:
-        status = self.daemon.recorder.status()
+        status = self.recorder.status()
         self._last_key = _status_key(status)
         self._last_push = time.monotonic()
         await self.send_json({"type": "recording", **status})
@@ -202,7 +203,7 @@ class _LiveClient:
         await self._push_status_now()
         while not self.ws.closed:
             await asyncio.sleep(STATUS_POLL_S)
-            status = self.daemon.recorder.status()
+            status = self.recorder.status()
             refresh = (STATUS_REFRESH_RECORDING_S if status.get("state") == "recording"
                        else STATUS_REFRESH_IDLE_S)
             if (_status_key(status) != self._last_key
@@ -246,10 +247,9 @@ def _status_key(status: dict[str, Any]) -> tuple[Any, ...]:
            access="wall")
 async def live_socket(request: web.Request) -> web.StreamResponse:
     """``GET /api/live`` (WebSocket upgrade)."""
-    daemon: Any = request.app[DAEMON]
     endpoint = endpoint_of(request)
     sockets = request.app[_SOCKETS].open
-    limit = daemon.config.webrtc.max_websockets
+    limit = request.app[CONFIG].webrtc.max_websockets
     if len(sockets) >= limit:
         return problem(503, "websocket-limit",
                        f"the live view is full: {limit} WebSocket client(s) connected",
@@ -260,7 +260,8 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
     sockets.add(ws)
     try:
         await ws.prepare(request)
-        await _LiveClient(ws, daemon, endpoint, message_bucket(request.app)).run()
+        await _LiveClient(ws, request.app[RECORDER], endpoint,
+                         message_bucket(request.app)).run()
     finally:
         sockets.discard(ws)
     return ws
@@ -270,8 +271,8 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
            tags=("live",), responses={200: ("Counters", None)}, access="wall")
 async def live_stats(request: web.Request) -> web.Response:
     """``GET /api/live/stats``."""
-    state = request.app[LIVE]
-    stats: dict[str, Any] = state.endpoint.stats() if state.endpoint else {"viewers": 0}
+    endpoint = request.app.get(LIVE)
+    stats: dict[str, Any] = endpoint.stats() if endpoint is not None else {"viewers": 0}
     stats["websockets"] = len(request.app[_SOCKETS].open)
     return web.json_response(stats)
 

@@ -13,36 +13,21 @@ from typing import Any
 
 from aiohttp import web
 
-from climbd.api.keys import DAEMON
+from climbd.api import keys
 from climbd.api.openapi import operation
 from climbd.config import config_report
-from climbd.sysinfo import CpuMeter, redact_url, temperatures
+from climbd.redaction import redact_url
+from climbd.sysinfo import temperatures
 
 __all__ = ["add_routes"]
 
-#: The CPU meter of an application (created with it, so the first sample spans its uptime).
-CPU: web.AppKey[CpuMeter] = web.AppKey("climbd_cpu_meter", CpuMeter)
-
-#: Config keys whose values are secrets or may embed credentials.
+#: Config keys whose values may embed credentials.
 _REDACT_KEYS = {"capture.source"}
 
 
-async def _devices(request: web.Request) -> list[dict[str, Any]] | None:
-    """Paired devices (None when access control is not running)."""
-    from climbd.security.middleware import SECURITY
-
-    try:
-        state = request.app[SECURITY]
-    except KeyError:
-        return None
-    store = await state.auth_store()
-    if store is None:
-        return None
-    return [d.to_dict() for d in store.devices()]
-
-
-def _config(daemon: Any) -> list[dict[str, Any]]:
-    entries = config_report(daemon.config, getattr(daemon, "config_sources", None))
+def _config(app: web.Application) -> list[dict[str, Any]]:
+    system = app.get(keys.SYSTEM)
+    entries = config_report(app[keys.CONFIG], system.config_sources if system else None)
     for entry in entries:
         if entry["key"] in _REDACT_KEYS and isinstance(entry["value"], str):
             entry["value"] = redact_url(entry["value"])
@@ -58,15 +43,18 @@ async def system(request: web.Request) -> web.Response:
     ``temperature_c`` is the hottest thermal zone in degrees Celsius, null when the board
     reports none (``temperatures`` lists every zone); ``cpu.percent`` is the machine's busy
     share of all cores since the previous call, ``cpu.process_percent`` the daemon's CPU as
-    a percentage of one core.
+    a percentage of one core; ``devices`` the paired wall tablets (null without a
+    credential store).
     """
-    daemon = request.app[DAEMON]
-    health = daemon.health()
+    app = request.app
+    health = app[keys.HEALTH]()
     cap, pose, video = health["capture"], health["pose"], health["video"]
-    cfg = daemon.config
+    cfg = app[keys.CONFIG]
     zones = temperatures()
     storage = health.get("storage", {})
     live = health.get("live") if isinstance(health.get("live"), dict) else {}
+    system_info = app.get(keys.SYSTEM)
+    auth = app.get(keys.AUTH_STORE)
     report = {
         "status": health["status"],
         "problems": health["problems"],
@@ -82,7 +70,7 @@ async def system(request: web.Request) -> web.Response:
                   "keyframe_interval_s": cfg.video.keyframe_interval_s,
                   "encode_ms_mean": video.get("encode_ms_mean"), "frames": video["frames"],
                   "error": video["error"]},
-        "cpu": request.app[CPU].sample(),
+        "cpu": system_info.cpu.sample() if system_info else None,
         "temperature_c": max(zones.values()) if zones else None,
         "temperatures": zones,
         "disk": {"free_bytes": storage.get("free_bytes"),
@@ -92,8 +80,8 @@ async def system(request: web.Request) -> web.Response:
         "viewers": health.get("viewers", 0),
         "delayed_viewers": sum(line.get("viewers", 0) for line in
                                (live or {}).get("delay", {}).get("lines", [])),
-        "devices": await _devices(request),
-        "config": _config(daemon),
+        "devices": None if auth is None else [d.to_dict() for d in auth.devices()],
+        "config": _config(app),
         "safe_mode": health.get("safe_mode"),
     }
     return web.json_response(report)
@@ -101,5 +89,4 @@ async def system(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register ``GET /api/system``."""
-    app[CPU] = CpuMeter()  # a /proc/stat reader, no task or thread
     app.router.add_get("/api/system", system, allow_head=False)

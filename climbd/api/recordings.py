@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from climbd.api.app import read_json
-from climbd.api.keys import DAEMON
+from climbd.api.keys import RECORDER
 from climbd.api.openapi import operation
 from climbd.api.schemas import ErrorBody, SaveLastRequest, SessionOut, StartRequest
 from climbd.api.sessions import session_out
@@ -24,7 +24,7 @@ _ERR = ("Error", ErrorBody)
 async def start(request: web.Request) -> web.Response:
     """``POST /api/recordings/start``."""
     body = StartRequest.model_validate(await read_json(request))
-    rec = await request.app[DAEMON].recorder.start(
+    rec = await request.app[RECORDER].start(
         name=body.name, description=body.description, climber=body.climber,
         pre_roll_s=body.pre_roll_s)
     return web.json_response(session_out(rec), status=201)
@@ -35,7 +35,7 @@ async def start(request: web.Request) -> web.Response:
            access="token")
 async def stop(request: web.Request) -> web.Response:
     """``POST /api/recordings/stop``."""
-    rec = await request.app[DAEMON].recorder.stop()
+    rec = await request.app[RECORDER].stop()
     return web.json_response(session_out(rec))
 
 
@@ -50,7 +50,7 @@ async def stop(request: web.Request) -> web.Response:
 async def save_last(request: web.Request) -> web.Response:
     """``POST /api/recordings/save-last``."""
     body = SaveLastRequest.model_validate(await read_json(request))
-    rec = await request.app[DAEMON].recorder.save_last(
+    rec = await request.app[RECORDER].save_last(
         body.seconds, name=body.name, description=body.description, climber=body.climber)
     return web.json_response(session_out(rec), status=201)
 
@@ -59,7 +59,7 @@ async def save_last(request: web.Request) -> web.Response:
            responses={200: ("Recording state", None)}, access="token")
 async def current(request: web.Request) -> web.Response:
     """``GET /api/recordings/current``."""
-    return web.json_response(request.app[DAEMON].recorder.status())
+    return web.json_response(request.app[RECORDER].status())
 
 
 def add_routes(app: web.Application) -> None:

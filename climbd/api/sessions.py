@@ -9,10 +9,10 @@ import numpy as np
 from aiohttp import web
 
 from climbd.api.app import read_json
-from climbd.api.keys import DAEMON
+from climbd.api.ids import session_id as _session_id
+from climbd.api.keys import DB, PATHS, RECORDER
 from climbd.api.openapi import operation
 from climbd.api.schemas import ErrorBody, PoseWindow, SessionList, SessionOut, SessionPatch
-from climbd.errors import SessionNotFound
 
 __all__ = ["add_routes", "session_out"]
 
@@ -28,13 +28,6 @@ def session_out(rec: Any) -> dict[str, Any]:
     out["video_url"] = f"/api/sessions/{sid}/video" if video else None
     out["poses_url"] = f"/api/sessions/{sid}/poses"
     return SessionOut.model_validate(out).model_dump()
-
-
-def _session_id(request: web.Request) -> int:
-    raw = request.match_info["id"]
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        raise SessionNotFound(raw)
-    return int(raw)
 
 
 def _float_query(request: web.Request, name: str) -> float | None:
@@ -72,7 +65,7 @@ async def list_sessions(request: web.Request) -> web.Response:
     """``GET /api/sessions``."""
     limit = _int_query(request, "limit", 20, 1, 200)
     offset = _int_query(request, "offset", 0, 0, 10**9)
-    items, total = await request.app[DAEMON].db.list_sessions(limit=limit, offset=offset)
+    items, total = await request.app[DB].list_sessions(limit=limit, offset=offset)
     return web.json_response({"items": [session_out(r) for r in items], "total": total,
                               "limit": limit, "offset": offset})
 
@@ -81,7 +74,7 @@ async def list_sessions(request: web.Request) -> web.Response:
            responses={200: ("The session", SessionOut), 404: _404}, access="wall")
 async def get_session(request: web.Request) -> web.Response:
     """``GET /api/sessions/{id}``."""
-    rec = await request.app[DAEMON].db.get_session(_session_id(request))
+    rec = await request.app[DB].get_session(_session_id(request))
     return web.json_response(session_out(rec))
 
 
@@ -94,7 +87,7 @@ async def patch_session(request: web.Request) -> web.Response:
     """``PATCH /api/sessions/{id}``."""
     sid = _session_id(request)
     body = SessionPatch.model_validate(await read_json(request))
-    rec = await request.app[DAEMON].db.update_session(
+    rec = await request.app[DB].update_session(
         sid, name=body.name, description=body.description, climber=body.climber,
         pinned=body.pinned)
     return web.json_response(session_out(rec))
@@ -105,7 +98,7 @@ async def patch_session(request: web.Request) -> web.Response:
                       409: ("It is recording", ErrorBody)}, access="admin")
 async def delete_session(request: web.Request) -> web.Response:
     """``DELETE /api/sessions/{id}``."""
-    rec = await request.app[DAEMON].recorder.delete(_session_id(request))
+    rec = await request.app[RECORDER].delete(_session_id(request))
     return web.json_response(session_out(rec))
 
 
@@ -132,7 +125,7 @@ async def get_poses(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "bin"):
         raise web.HTTPBadRequest(text="query parameter 'format' must be 'json' or 'bin'")
-    db = request.app[DAEMON].db
+    db = request.app[DB]
     rec = await db.get_session(sid)
     series = await db.poses(sid, start, end)
     if fmt == "bin":  # replay: binary window (climbd.api.replay)
@@ -157,13 +150,12 @@ async def get_poses(request: web.Request) -> web.Response:
                       404: _404}, access="wall")
 async def get_video(request: web.Request) -> web.StreamResponse:
     """``GET /api/sessions/{id}/video``."""
-    daemon = request.app[DAEMON]
     sid = _session_id(request)
-    rec = await daemon.db.get_session(sid)
+    rec = await request.app[DB].get_session(sid)
     if not rec.video_path:
         raise web.HTTPNotFound(text=f"session {sid} has no video (status {rec.status})")
-    path = (daemon.state_dir / rec.video_path).resolve()
-    if daemon.state_dir.resolve() not in path.parents or not path.is_file():
+    path = request.app[PATHS].resolve_inside(rec.video_path)
+    if path is None:
         raise web.HTTPNotFound(text=f"the video of session {sid} is missing")
     return web.FileResponse(path, headers={"Content-Type": "video/mp4"})
 

@@ -31,12 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from climbd import share
 from climbd.api.app import read_json, webui_dir
-from climbd.api.exports import _int_id, file_response, manager_of, mapped
-from climbd.api.keys import DAEMON
+from climbd.api.exports import file_response, manager_of
+from climbd.api.ids import path_id
+from climbd.api.keys import CONFIG
 from climbd.api.openapi import operation
 from climbd.api.schemas import ErrorBody
-from climbd.errors import ClimbdError, ExportError
-from climbd.export.jobs import ExportManager, ExportUnavailable
+from climbd.errors import ClimbdError, ExportError, ExportUnavailable
+from climbd.export.jobs import ExportManager
 from climbd.storage.exports import ExportRecord, ShareRecord
 
 __all__ = ["ShareInfo", "ShareList", "ShareOut", "ShareRequest", "add_routes"]
@@ -102,17 +103,16 @@ _ERR = ErrorBody
            tags=("shares",), request=ShareRequest,
            responses={201: ("The link (shown once)", ShareOut), 404: ("No such export", _ERR),
                       409: ("Export not finished", _ERR), 422: ("Bad body", _ERR)}, access="wall")
-@mapped
 async def create_share(request: web.Request) -> web.Response:
     """``POST /api/exports/{id}/share``."""
-    export_id = _int_id(request, "export")
+    export_id = path_id(request, "export")
     body = ShareRequest.model_validate(await read_json(request))
     manager = manager_of(request)
     rec = await manager.store.get(export_id)
     if rec.status != "done" or manager.file_path(rec) is None:
         raise ExportUnavailable(f"export {export_id} is {rec.status}: only a finished export "
                                 "can be shared")
-    config = request.app[DAEMON].config.share
+    config = request.app[CONFIG].share
     try:
         base = share.base_url_for(config.base_url, request.host, request.scheme)
     except ValueError as exc:
@@ -129,22 +129,20 @@ async def create_share(request: web.Request) -> web.Response:
 
 @operation("The share links of an export (state only)", tags=("shares",),
            responses={200: ("Shares", ShareList), 404: ("No such export", _ERR)}, access="wall")
-@mapped
 async def list_shares(request: web.Request) -> web.Response:
     """``GET /api/exports/{id}/shares``."""
     manager = manager_of(request)
-    rec = await manager.store.get(_int_id(request, "export"))
+    rec = await manager.store.get(path_id(request, "export"))
     return web.json_response({"items": [_info(s) for s in await manager.store.shares_of(rec.id)]})
 
 
 @operation("Revoke a share link now", tags=("shares",),
            responses={200: ("The revoked share", ShareInfo), 404: ("No such share", _ERR)},
            access="wall")
-@mapped
 async def revoke_share(request: web.Request) -> web.Response:
     """``DELETE /api/shares/{id}``."""
     manager = manager_of(request)
-    s = await manager.store.revoke_share(_int_id(request, "share"))
+    s = await manager.store.revoke_share(path_id(request, "share"))
     return web.json_response(_info(s))
 
 

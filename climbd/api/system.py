@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from climbd import __version__
-from climbd.api.keys import DAEMON
+from climbd.api.keys import HEALTH
 from climbd.api.openapi import build_document, operation
 
 __all__ = ["add_routes"]
@@ -15,7 +15,7 @@ __all__ = ["add_routes"]
            responses={200: ("Health report", None)}, access="anonymous")
 async def health(request: web.Request) -> web.Response:
     """``GET /api/health``: ``status`` is ``ok`` or ``degraded`` plus each stage's state."""
-    return web.json_response(request.app[DAEMON].health())
+    return web.json_response(request.app[HEALTH]())
 
 
 @operation("This OpenAPI document", tags=("system",), responses={200: ("OpenAPI 3.1", None)},

@@ -25,25 +25,25 @@ the API's usual ``error``/``message`` members.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
 
-from climbd.api.keys import DAEMON
+from climbd.api.keys import LIVE
 from climbd.api.openapi import operation
-from climbd.streaming import (
+from climbd.api.status import status_for
+from climbd.errors import (
     CandidateError,
     DelayOutOfRange,
     OfferError,
     UnknownViewer,
     ViewerLimitReached,
-    WhepEndpoint,
 )
+from climbd.streaming import WhepEndpoint
 
-__all__ = ["LIVE", "LiveState", "add_routes", "answer_offer", "cors", "preflight", "problem"]
+__all__ = ["Problem", "add_routes", "answer_offer", "cors", "endpoint_of", "preflight",
+           "problem"]
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +52,6 @@ SDPFRAG = "application/trickle-ice-sdpfrag"
 #: Seconds a refused viewer is told to wait (Retry-After, RFC 9110 §10.2.3).
 RETRY_AFTER_S = 5
 _EXPOSE = "Location, ETag, Link, Accept-Post, Accept-Patch, Retry-After"
-
-
-@dataclass
-class LiveState:
-    """Per-application live-view state, filled at startup (the app is frozen by then)."""
-
-    endpoint: WhepEndpoint | None = None
-
-
-#: The live-view state of an application (see :class:`LiveState`).
-LIVE: web.AppKey[LiveState] = web.AppKey("climbd_live", LiveState)
 
 
 class Problem(BaseModel):
@@ -101,10 +90,10 @@ def endpoint_of(request: web.Request) -> WhepEndpoint:
     Raises:
         web.HTTPServiceUnavailable: the live view is not running (startup or shutdown).
     """
-    state = request.app[LIVE]
-    if state.endpoint is None:
+    endpoint = request.app.get(LIVE)
+    if endpoint is None:
         raise web.HTTPServiceUnavailable(text="the live view is not running")
-    return state.endpoint
+    return endpoint
 
 
 def _media_type(request: web.Request) -> str:
@@ -141,11 +130,12 @@ async def answer_offer(request: web.Request, delayed: bool = False,
     try:
         session, answer = await endpoint.create(text, delay_s=delay_s, delayed=delayed)
     except DelayOutOfRange as exc:
-        return problem(422, exc.code, str(exc))
+        return problem(status_for(exc), exc.code, str(exc))
     except ViewerLimitReached as exc:
-        return problem(503, exc.code, str(exc), {"Retry-After": str(RETRY_AFTER_S)})
+        return problem(status_for(exc), exc.code, str(exc),
+                       {"Retry-After": str(RETRY_AFTER_S)})
     except OfferError as exc:
-        return problem(400 if exc.malformed else 422, exc.code, str(exc))
+        return problem(status_for(exc), exc.code, str(exc))  # 400 malformed, 422 unsatisfiable
     headers = {
         "Location": f"/api/whep/{session.id}",
         "ETag": session.etag,
@@ -190,7 +180,7 @@ async def delete_session(request: web.Request) -> web.StreamResponse:
     try:
         await endpoint_of(request).delete(request.match_info["id"])
     except UnknownViewer as exc:
-        return problem(404, exc.code, str(exc))
+        return problem(status_for(exc), exc.code, str(exc))
     return cors(web.Response(status=200))
 
 
@@ -207,7 +197,7 @@ async def patch_session(request: web.Request) -> web.StreamResponse:
     try:
         session = endpoint_of(request).get(request.match_info["id"])
     except UnknownViewer as exc:
-        return problem(404, exc.code, str(exc))
+        return problem(status_for(exc), exc.code, str(exc))
     if _media_type(request) != SDPFRAG:
         return problem(415, "unsupported-media-type", f"PATCH bodies must be {SDPFRAG}",
                        {"Accept-Patch": SDPFRAG})
@@ -225,7 +215,7 @@ async def patch_session(request: web.Request) -> web.StreamResponse:
     except UnicodeDecodeError:
         return problem(400, "bad-candidate", "the fragment is not UTF-8 text")
     except CandidateError as exc:
-        return problem(422 if exc.code == "ice-restart" else 400, exc.code, str(exc))
+        return problem(status_for(exc), exc.code, str(exc))  # 422 ICE restart, else 400
     return cors(web.Response(status=204))
 
 
@@ -244,38 +234,12 @@ async def get_session(request: web.Request) -> web.StreamResponse:
     try:
         endpoint_of(request).get(request.match_info["id"])
     except UnknownViewer as exc:
-        return problem(404, exc.code, str(exc))
+        return problem(status_for(exc), exc.code, str(exc))
     return cors(web.Response(status=204))
 
 
-async def _live_view(app: web.Application) -> AsyncIterator[None]:
-    """Start the endpoint with the app; at cleanup close every peer."""
-    daemon: Any = app[DAEMON]
-    sec = daemon.config.security
-    recorder = getattr(daemon, "recorder", None)
-    endpoint = WhepEndpoint(daemon, daemon.config.webrtc, daemon.config.video.keyframe_interval_s,
-                            message_limit=(sec.messages_per_s, sec.messages_burst),
-                            history=recorder.buffer if recorder is not None else None,
-                            delay_default_s=daemon.config.live.delay_s)
-    endpoint.start()
-    app[LIVE].endpoint = endpoint
-    health = getattr(daemon, "health_sources", None)
-    if isinstance(health, dict):
-        health["viewers"] = lambda: endpoint.viewers
-        health["live"] = endpoint.stats
-    try:
-        yield
-    finally:
-        app[LIVE].endpoint = None
-        await endpoint.close()
-        if isinstance(health, dict):
-            health.pop("live", None)
-            health["viewers"] = lambda: 0
-
-
 def add_routes(app: web.Application) -> None:
-    """Register the WHEP routes and the live view's start/stop."""
-    app[LIVE] = LiveState()
+    """Register the WHEP routes."""
     app.router.add_post("/api/whep", post_offer)
     app.router.add_route("OPTIONS", "/api/whep", options_endpoint)
     app.router.add_get("/api/whep", get_endpoint, allow_head=False)
@@ -283,4 +247,3 @@ def add_routes(app: web.Application) -> None:
     app.router.add_patch("/api/whep/{id}", patch_session)
     app.router.add_route("OPTIONS", "/api/whep/{id}", options_session)
     app.router.add_get("/api/whep/{id}", get_session, allow_head=False)
-    app.cleanup_ctx.append(_live_view)

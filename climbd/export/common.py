@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from climbd.errors import DiskFullError, ExportError, StorageError
+from climbd.errors import DiskFullError, ExportCancelled, ExportError, StorageError
 
 __all__ = [
     "ExportCancelled",
@@ -37,10 +37,6 @@ ShouldStop = Callable[[], bool]
 def never() -> bool:
     """A :data:`ShouldStop` that never asks to stop."""
     return False
-
-
-class ExportCancelled(ExportError):
-    """The export was cancelled while running (its partial file is removed)."""
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,13 @@ from pathlib import Path
 from typing import Any
 
 from climbd.config import ExportConfig
-from climbd.errors import ExportError, SessionNotFound
+from climbd.errors import (
+    ExportBusy,
+    ExportError,
+    ExportRangeError,
+    ExportUnavailable,
+    SessionNotFound,
+)
 from climbd.export.common import ExportResult, Progress, ShouldStop, never
 from climbd.storage import Database, SessionRecord
 from climbd.storage.exports import EXPORT_KINDS, ExportNotFound, ExportRecord, ExportStore
@@ -68,19 +74,6 @@ EXPORTS_DIR = "exports"
 MIN_SPEED = 0.1
 _EXT = {"video": "mp4", "overlay": "mp4", "csv": "csv", "json": "json"}
 _CANCEL_GRACE_S = 5.0
-
-
-class ExportBusy(ExportError):
-    """The export queue is full (HTTP 429): try again when an export finished."""
-
-
-class ExportRangeError(ExportError):
-    """The requested range or speed does not fit the session (HTTP 422)."""
-
-
-class ExportUnavailable(ExportError):
-    """The session cannot be exported in that form now: it is still recording or being
-    ingested, or it has no video for a video export (HTTP 409)."""
 
 
 @dataclass(frozen=True)

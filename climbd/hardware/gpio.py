@@ -47,7 +47,7 @@ from datetime import timedelta
 from typing import Any, Literal, Protocol
 
 from climbd.config import ButtonConfig, GpioConfig
-from climbd.errors import ClimbdError
+from climbd.errors import ClimbdError, GpioError
 
 __all__ = [
     "CONSUMER",
@@ -74,17 +74,6 @@ LED_POLL_S = 0.25
 _DEBOUNCE_REFUSED = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
 
 Bias = Literal["pull_up", "pull_down", "disabled", "as_is"]
-
-
-class GpioError(ClimbdError):
-    """A GPIO chip or line cannot be opened, found or requested.
-
-    ``errno`` is the OS error number when the kernel refused (e.g. ``EBUSY``), else None.
-    """
-
-    def __init__(self, message: str, errno: int | None = None) -> None:
-        super().__init__(message)
-        self.errno = errno
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,9 @@ from typing import Any
 
 from aiohttp import web
 
-from climbd.api.keys import DAEMON
+from climbd.api.keys import AUTH_STORE, CONFIG, DB
 from climbd.config import SecurityConfig
+from climbd.ids import parse_id
 from climbd.security import crypto
 from climbd.security.access import (
     ANONYMOUS,
@@ -131,18 +132,15 @@ class SecurityState:
         """Build the state from the daemon's config if not done yet; return the config."""
         if self.config is not None:
             return self.config
-        daemon = app.get(DAEMON)
-        cfg = getattr(getattr(daemon, "config", None), "security", None)
-        cfg = cfg if isinstance(cfg, SecurityConfig) else SecurityConfig()
+        config = app.get(CONFIG)
+        cfg = config.security if config is not None else SecurityConfig()
         self.hosts = HostPolicy.from_config(cfg.allowed_hosts)
         self.api = KeyedLimiter(cfg.api_requests_per_s, cfg.api_burst)
         self.signalling = KeyedLimiter(cfg.signalling_per_min / 60.0, cfg.signalling_burst)
         self.auth = KeyedLimiter(cfg.auth_attempts_per_min / 60.0, cfg.auth_attempts_per_min)
         self.auth_global = TokenBucket(cfg.auth_attempts_global_per_min / 60.0,
                                        cfg.auth_attempts_global_per_min, time.monotonic())
-        db = getattr(daemon, "db", None)
-        if db is not None:
-            self.store = AuthStore(db)
+        self.store = app.get(AUTH_STORE)  # built by the daemon (None: nobody is paired)
         self.config = cfg
         return cfg
 
@@ -304,14 +302,14 @@ async def _check_session(request: web.Request, state: SecurityState, template: s
     not see."""
     kind = session_resource(template)
     raw = request.match_info.get("id", "")
-    if kind is None or not raw.isdigit() or len(raw) > 18:
+    ident = parse_id(raw)
+    if kind is None or ident is None:
         return None  # the handler answers malformed ids itself
-    db = getattr(request.app.get(DAEMON), "db", None)
+    db = request.app.get(DB)
     if db is None or state.store is None:
         return None
     from climbd.errors import SessionNotFound
 
-    ident = int(raw)
     if kind == "session":
         await db.get_session(ident)  # SessionNotFound (404) if not visible
         return None

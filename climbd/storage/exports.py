@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from climbd.errors import ExportError, StorageError
+from climbd.errors import ExportNotFound, StorageError
 from climbd.storage.posecodec import PoseSeries, decode_chunk
 
 if TYPE_CHECKING:
@@ -110,14 +110,6 @@ _EXPORT_COLUMNS = (
     "frames, bytes, path, error, note, owner_pid, created_at, updated_at, finished_at"
 )
 _SHARE_COLUMNS = "id, export_id, token_sha256, base_url, created_at, expires_at, revoked_at"
-
-
-class ExportNotFound(ExportError):
-    """No export (or share) has the given id."""
-
-    def __init__(self, what: str, ident: object):
-        self.ident = ident
-        super().__init__(f"no {what} with id {ident!r}")
 
 
 class ExportRecord(BaseModel):

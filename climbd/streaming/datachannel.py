@@ -23,8 +23,8 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiortc import RTCDataChannel
 
@@ -48,6 +48,11 @@ MAX_BUFFERED = 16 * 1024
 #: Error replies per second at most (malformed input must not cost more than it sends).
 ERROR_REPLIES_PER_S = 5.0
 
+#: A handler of one client message ``type``: ``handler(channel, message)`` returns the reply
+#: to send as JSON (or None) and must not raise (an exception becomes a "handler-failed"
+#: error reply).
+MessageHandler = Callable[["LandmarkChannel", dict[str, Any]], dict[str, Any] | None]
+
 
 class LandmarkChannel:
     """Feeds one viewer's ``landmarks`` data channel.
@@ -56,6 +61,9 @@ class LandmarkChannel:
         channel: the open channel the viewer created.
         feed: the shared landmark feed (or a delay line: the delayed view).
         rtp_origin: returns the viewer's RTP timestamp origin, or None while unknown.
+        message_limit: client messages per second and burst (None = unlimited).
+        handlers: client message ``type`` -> :data:`MessageHandler`, for the types this
+            class does not handle itself (``ping``, ``hello``).
 
     Attributes:
         sent, skipped: pose messages sent / skipped (buffer full).
@@ -65,8 +73,12 @@ class LandmarkChannel:
 
     def __init__(self, channel: RTCDataChannel, feed: LandmarkSource,
                  rtp_origin: Callable[[], int | None],
-                 message_limit: tuple[float, float] | None = None):
+                 message_limit: tuple[float, float] | None = None,
+                 handlers: Mapping[str, MessageHandler] | None = None):
         self.channel = channel
+        #: handlers of client message types this class does not know itself (see
+        #: :data:`MessageHandler`); the ghost player registers "ghost"
+        self.handlers: Mapping[str, MessageHandler] = dict(handlers or {})
         #: client messages per second and burst (token bucket); None = unlimited
         self._bucket = (TokenBucket(message_limit[0], message_limit[1], time.monotonic())
                         if message_limit else None)
@@ -155,13 +167,7 @@ class LandmarkChannel:
         finally:
             self._sub.close()
 
-    # -- extension hook (added for ghost replay, climbd.api.ghost) ---------------------------
-    #: Handlers of client message types this class does not know itself: ``type`` ->
-    #: ``handler(channel, message)``, which returns the reply to send as JSON (or None) and
-    #: must not raise. Registered by other features (``climbd.api.ghost`` adds "ghost").
-    extensions: ClassVar[dict[str, Callable[[LandmarkChannel, dict[str, Any]],
-                                            dict[str, Any] | None]]] = {}
-
+    # -- what message handlers may use ----------------------------------------------------
     @property
     def feed(self) -> LandmarkSource:
         """The shared landmark feed this channel is fed from."""
@@ -174,7 +180,6 @@ class LandmarkChannel:
     def send(self, data: str | bytes) -> bool:
         """Send one message now; False if the channel is closed or the send failed."""
         return self._send(data)
-    # -- end of extension hook -------------------------------------------------------------
 
     # -- client messages -------------------------------------------------------------------
     def _on_message(self, message: str | bytes) -> None:
@@ -208,10 +213,10 @@ class LandmarkChannel:
         if kind == "hello":
             self.send_hello()
             return None
-        extension = self.extensions.get(kind)  # extension hook (see `extensions`)
-        if extension is not None:
+        handler = self.handlers.get(kind)
+        if handler is not None:
             try:
-                return extension(self, data)
+                return handler(self, data)
             except Exception:
                 log.exception("data-channel handler for %r failed", kind)
                 return self._error(f"could not handle a {kind!r} message", "handler-failed")

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from climbd.broadcast import Broadcast
 from climbd.config import WebRTCConfig
 from climbd.pose import Pose
+from climbd.streaming.datachannel import MessageHandler
 from climbd.streaming.delay import DelayLine, PacketHistory
 from climbd.streaming.errors import DelayOutOfRange, UnknownViewer, ViewerLimitReached
 from climbd.streaming.feed import LandmarkFeed
@@ -55,6 +57,8 @@ class WhepEndpoint:
         keyframe_interval_s: the encoder's GOP, seconds (lets the governor skip forcing an
             IDR when a natural one is due).
         message_limit: data-channel client messages per second and burst, per viewer.
+        channel_handlers: data-channel message types handled elsewhere (``"ghost"``:
+            :meth:`climbd.ghost.live.GhostService.on_message`).
         history: the daemon's packet/pose buffer (None: no delayed view).
         delay_default_s: the delay of a delayed viewer that names none, seconds
             (``live.delay_s``).
@@ -65,8 +69,12 @@ class WhepEndpoint:
     def __init__(self, source: LiveSource, config: WebRTCConfig,
                  keyframe_interval_s: float = 1.0,
                  message_limit: tuple[float, float] | None = None,
+                 channel_handlers: Mapping[str, MessageHandler] | None = None,
                  history: PacketHistory | None = None, delay_default_s: float = 10.0):
         self.config = config
+        #: extra client message types of every live viewer's data channel (e.g. "ghost";
+        #: not on the delayed view, whose timeline is not the live one)
+        self.channel_handlers = dict(channel_handlers or {})
         self.history = history
         self.delay_default_s = delay_default_s
         self._gop_s = keyframe_interval_s
@@ -161,6 +169,7 @@ class WhepEndpoint:
             ice_timeout_s=self.config.ice_timeout_s,
             on_closed=self._forget,
             message_limit=self.message_limit,
+            channel_handlers=self.channel_handlers if line is None else {},
         )
         self._sessions[session.id] = session  # reserve the slot before the first await
         if line is not None:

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiortc import (
@@ -33,7 +33,7 @@ from aiortc import (
 from aiortc.sdp import candidate_from_sdp
 
 from climbd.broadcast import Broadcast
-from climbd.streaming.datachannel import LABEL, LandmarkChannel
+from climbd.streaming.datachannel import LABEL, LandmarkChannel, MessageHandler
 from climbd.streaming.errors import CandidateError, OfferError
 from climbd.streaming.feed import LandmarkSource
 from climbd.streaming.ice import ice_configuration, restrict_host_candidates
@@ -90,8 +90,10 @@ class WhepSession:
         ice_timeout_s: float = 15.0,
         on_closed: Callable[[WhepSession], None] | None = None,
         message_limit: tuple[float, float] | None = None,
+        channel_handlers: Mapping[str, MessageHandler] | None = None,
     ):
         self._message_limit = message_limit
+        self._channel_handlers = channel_handlers
         self.id = secrets.token_urlsafe(16)
         self.etag = f'"{secrets.token_hex(8)}"'
         self.created = time.monotonic()
@@ -199,7 +201,8 @@ class WhepSession:
             channel.close()
             return
         self.landmarks = LandmarkChannel(channel, self._feed, self._rtp_origin,
-                                         message_limit=self._message_limit)
+                                         message_limit=self._message_limit,
+                                         handlers=self._channel_handlers)
         self.landmarks.start()
 
     def _rtp_origin(self) -> int | None:

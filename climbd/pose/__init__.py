@@ -1,27 +1,34 @@
 """Pose estimation: MediaPipe BlazePose (33 landmarks), tracking mode, off the event loop.
 
-Uses the legacy ``mp.solutions.pose.Pose`` of mediapipe 0.10.18 with ``model_complexity=1``
-(BlazePose GHUM Full), the only pose model that ships inside that wheel (see PLATFORM.md), so
-nothing is downloaded at run time. Reference: Bazarevsky et al., "BlazePose: On-device
-Real-time Body Pose tracking", arXiv:2006.10204 (2020); landmark order and names from
-MediaPipe's ``PoseLandmark`` enum.
+The model is always BlazePose GHUM Full (``model_complexity=1``), the Apache-2.0 model files
+that ship inside the mediapipe 0.10.18 wheel; nothing is downloaded at run time. Two backends
+run it behind one :class:`PoseEstimator` (``pose.backend`` in the config, default ``auto``;
+see :mod:`climbd.pose.backends` and docs/POSE_BACKENDS.md):
+
+- ``solutions``: the legacy ``mp.solutions.pose.Pose`` graph of mediapipe 0.10.18 (wheels
+  for CPython 3.9-3.12 only: Raspberry Pi OS bookworm);
+- ``tasks``: the Tasks API ``PoseLandmarker`` of current mediapipe (1.x, CPython 3.13:
+  Debian 13 / Raspberry Pi OS trixie) running the same two model files, packed into a
+  ``.task`` bundle with the TFLite metadata the Tasks API needs by
+  :mod:`climbd.pose.bundle` and installed as the ``climbd-blazepose-full`` package.
+
+Reference: Bazarevsky et al., "BlazePose: On-device Real-time Body Pose tracking",
+arXiv:2006.10204 (2020); landmark order and names from MediaPipe's ``PoseLandmark`` enum.
 
 Two landmark sets are kept for every detected frame:
 
 - **image landmarks** ``(33, 5)`` float32: ``x, y`` normalised to the frame width/height
   (0..1, may fall slightly outside), ``z`` depth relative to the hip midpoint on roughly the
-  scale of ``x``, ``visibility`` and ``presence`` (0..1; ``presence`` is NaN because the
-  legacy graph does not fill it). Use these to draw on the video.
+  scale of ``x``, ``visibility`` and ``presence`` (0..1; ``presence`` is NaN with the
+  ``solutions`` backend, whose graph does not fill it). Use these to draw on the video.
 - **world landmarks** ``(33, 3)`` float32: metres, origin at the midpoint of the hips. Use
   these for angles and distances, never for drawing.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -80,22 +87,6 @@ class Pose:
         return self.image is not None
 
 
-def _landmarks_to_arrays(result: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
-    if result.pose_landmarks is None:
-        return None, None
-    image = np.empty((NUM_LANDMARKS, 5), np.float32)
-    for i, lm in enumerate(result.pose_landmarks.landmark):
-        presence = lm.presence if lm.HasField("presence") else np.nan
-        image[i] = (lm.x, lm.y, lm.z, lm.visibility, presence)
-    world = np.empty((NUM_LANDMARKS, 3), np.float32)
-    if result.pose_world_landmarks is not None:
-        for i, lm in enumerate(result.pose_world_landmarks.landmark):
-            world[i] = (lm.x, lm.y, lm.z)
-    else:  # pragma: no cover - the graph always emits both together
-        world[:] = np.nan
-    return image, world
-
-
 class PoseEstimator:
     """Runs BlazePose Full on RGB frames, one at a time, in tracking mode.
 
@@ -103,26 +94,25 @@ class PoseEstimator:
     capture order (tracking uses the previous frame's landmarks as the next region of
     interest).
 
+    Args:
+        config: pose settings; ``config.backend`` picks the MediaPipe API ("auto": the
+            ``solutions`` graph when mediapipe 0.10.18 is installed, else ``tasks``).
+        backend: overrides ``config.backend`` (benchmarks and tests run both side by side).
+
+    Attributes:
+        backend: the name of the backend in use, "solutions" or "tasks".
+
     Raises:
-        PoseError: mediapipe cannot be imported or the model cannot be loaded.
+        PoseError: mediapipe cannot be imported, the chosen backend is not installed or the
+            model cannot be loaded (the message says what to install).
     """
 
-    def __init__(self, config: PoseConfig | None = None):
-        config = config or PoseConfig()
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        try:
-            from mediapipe.python.solutions import pose as mp_pose
+    def __init__(self, config: PoseConfig | None = None, backend: str | None = None):
+        from climbd.pose import backends
 
-            self._pose = mp_pose.Pose(
-                static_image_mode=False,
-                model_complexity=config.model_complexity,
-                smooth_landmarks=config.smooth_landmarks,
-                min_detection_confidence=config.min_detection_confidence,
-                min_tracking_confidence=config.min_tracking_confidence,
-            )
-        except Exception as exc:  # ImportError, RuntimeError from the graph, ...
-            raise PoseError(f"cannot load the BlazePose model: {exc}") from exc
+        config = config or PoseConfig()
+        self._impl = backends.create(config, backend or config.backend)
+        self.backend: str = self._impl.name
 
     def process(self, rgb: np.ndarray, frame_number: int = 0, timestamp: float = 0.0) -> Pose:
         """Estimate the pose in one frame.
@@ -139,16 +129,17 @@ class PoseEstimator:
             raise PoseError(f"expected an (H, W, 3) uint8 RGB image, got {rgb.shape} {rgb.dtype}")
         t0 = time.perf_counter()
         try:
-            result = self._pose.process(rgb)
+            image, world = self._impl.process(rgb)
+        except PoseError:
+            raise
         except Exception as exc:
             raise PoseError(f"pose inference failed: {exc}") from exc
-        image, world = _landmarks_to_arrays(result)
         return Pose(frame_number, timestamp, rgb.shape[1], rgb.shape[0], image, world,
                     time.perf_counter() - t0)
 
     def close(self) -> None:
         """Release the MediaPipe graph."""
-        self._pose.close()
+        self._impl.close()
 
     def __enter__(self) -> PoseEstimator:
         return self

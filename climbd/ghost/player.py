@@ -17,7 +17,7 @@ Two layers:
 - :class:`GhostPlayer` — async: drives one pacer for one viewer. Its I/O goes through a
   :class:`GhostHost` (load a session's poses by time window, send a message, map a clock time
   to the viewer's live video timestamp), so it knows nothing of HTTP, SQLite or WebRTC;
-  :mod:`climbd.api.ghost` plugs it into a viewer's ``landmarks`` data channel.
+  :mod:`climbd.ghost.live` plugs it into a viewer's ``landmarks`` data channel.
 
 Wire format of a ghost pose (binary, little-endian, same 16-byte header shape and landmark
 body as a live pose, :mod:`climbd.streaming.landmarks`, so one decoder serves both)::
@@ -465,7 +465,7 @@ class GhostSession:
 
 
 class GhostHost(Protocol):
-    """The player's I/O (implemented by :mod:`climbd.api.ghost` for a data channel)."""
+    """The player's I/O (implemented by :mod:`climbd.ghost.live` for a data channel)."""
 
     @property
     def is_open(self) -> bool:
