@@ -34,6 +34,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = [
+    "AttemptsConfig",
     "ButtonConfig",
     "CaptureConfig",
     "Config",
@@ -171,6 +172,25 @@ class LiveConfig(_Section):
     delay_s: float = Field(
         10.0, ge=1, le=600, description="Default delay of the delayed live view, seconds (a "
         "viewer may ask for 1..recording.buffer_s; a default beyond the buffer is cut to it)"
+    )
+
+
+class AttemptsConfig(_Section):
+    """Attempts found from pose; hands-free recording of each attempt."""
+
+    auto_record: bool = Field(
+        False, description="Record every attempt as its own session, no button needed"
+    )
+    pre_s: float = Field(
+        3.0, ge=0, le=60,
+        description="Seconds recorded before lift-off (needs recording.pre_roll_s >= pre_s + 2)",
+    )
+    post_s: float = Field(2.0, ge=0, le=60, description="Seconds recorded after landing")
+    cooldown_s: float = Field(
+        5.0, ge=0, le=3600, description="No new hands-free recording this soon after the last"
+    )
+    max_s: float = Field(
+        600.0, gt=0, le=7200, description="A hands-free recording stops after this many seconds"
     )
 
 
@@ -425,6 +445,7 @@ class Config(_Section):
     video: VideoConfig = Field(default_factory=VideoConfig)
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
+    attempts: AttemptsConfig = Field(default_factory=AttemptsConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     gpio: GpioConfig = Field(default_factory=GpioConfig)

@@ -12,6 +12,8 @@ Boot (:meth:`Daemon.start`):
 5. export manager (queue + low-priority worker processes);
 6. ghost players and the live view (WHEP endpoint; the ghost handles the data channel's
    ``ghost`` messages);
+   then attempts (:class:`~climbd.attempt_service.AttemptService`: live detector on the
+   pose broadcast, attempt events, hands-free recording, analysis of finished sessions);
 7. replay's media worker (thumbnails, frame tables);
 8. credential store (paired devices, admin, API tokens);
 9. pipeline threads and GPIO buttons (not in safe mode);
@@ -40,6 +42,7 @@ from typing import Any
 
 from aiohttp import web
 
+from climbd.attempt_service import AttemptService
 from climbd.broadcast import Broadcast
 from climbd.capture import FrameSource
 from climbd.config import Config, ConfigSource
@@ -90,6 +93,7 @@ class Daemon:
         self.retention: Retention
         self.exports: ExportManager | None = None
         self.ghost: GhostService | None = None
+        self.attempts: AttemptService | None = None
         self.live: WhepEndpoint | None = None
         self.media: MediaWorker | None = None
         self.auth: AuthStore
@@ -173,6 +177,12 @@ class Daemon:
         live = self.live
         self.add_health("viewers", lambda: live.viewers)
         self.add_health("live", live.stats)
+        # 6b. attempts: live detector + events, hands-free recording, analysis after recording
+        self.attempts = AttemptService(self.db, self.pipeline.poses, self.recorder,
+                                       cfg.attempts)
+        self._tasks.append(asyncio.create_task(self.attempts.run(), name="attempts"))
+        self._tasks.append(asyncio.create_task(self.attempts.backfill(), name="attempts-backfill"))
+        self.add_health("attempts", self.attempts.status)
         # 7. replay's media worker
         self.media = MediaWorker()
         # 8. credential store
@@ -190,7 +200,7 @@ class Daemon:
         self.services = Services(
             config=cfg, paths=self.paths, db=self.db, recorder=self.recorder,
             health=self.health, exports=self.exports, live=self.live, ghost=self.ghost,
-            media=self.media, auth=self.auth,
+            media=self.media, auth=self.auth, attempts=self.attempts,
             system=SystemInfo(CpuMeter(), self.config_sources))
         self.app = create_app(self.services)
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,

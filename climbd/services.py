@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from climbd.config import Config
 
 if TYPE_CHECKING:
+    from climbd.attempt_service import AttemptService
     from climbd.export.jobs import ExportManager
     from climbd.ghost.live import GhostService
     from climbd.recording import Recorder
@@ -46,6 +47,7 @@ class Services:
         ghost: ghost players of the live view. media: replay's low-priority media worker.
         auth: paired devices, admin sessions and API tokens.
         system: the operator page's CPU meter and config provenance.
+        attempts: the live attempt detector, its events and hands-free recording.
     """
 
     config: Config
@@ -59,3 +61,4 @@ class Services:
     media: MediaWorker | None = None
     auth: AuthStore | None = None
     system: SystemInfo | None = None
+    attempts: AttemptService | None = None

@@ -142,3 +142,30 @@ def test_metrics_on_the_steep_wall_are_plausible(clip_poses: Callable[[str], Cli
     assert 12.5 < m["time_on_wall_s"] < 14.5
     angles = [x for x in m["angles"]["left_elbow"] if x is not None]
     assert angles and min(angles) > 20 and max(angles) <= 180
+
+
+def test_ingest_json_lists_the_attempts(tmp_path: Path) -> None:
+    """``climbd ingest --json`` (a real subprocess) reports the attempts, and the stored
+    session carries them."""
+    import json
+    import sqlite3
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    out = subprocess.run(
+        [sys.executable, "-m", "climbd", "ingest", "--json", str(STEEPWALL),
+         "--state-dir", str(tmp_path / "state")],
+        capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    label = LABELS[STEEPWALL.name]
+    (a,) = summary["attempts"]
+    assert set(a) == {"start_s", "end_s"}
+    assert label["start"][0] <= a["start_s"] <= label["start"][1]
+    assert label["end"][1] <= a["end_s"] <= label["end"][2]
+    con = sqlite3.connect(tmp_path / "state" / "climbd.db")
+    rows = con.execute("SELECT start_s, end_s, metrics FROM attempts").fetchall()
+    assert [(r[0], r[1]) for r in rows] == [(a["start_s"], a["end_s"])]
+    assert json.loads(rows[0][2])["height_gained_m"] > 0

@@ -334,7 +334,7 @@ async def test_inner_ghost_page_bad_input(env: Env) -> None:
         # seeking past the end from the page is refused with a message
         await page.evaluate("() => window.replay.ghost.seek(500)")
         await wait_js(page, "() => window.replay.ghost.stats.errors.length > 0")
-        assert "past the end" in (await page.text_content("#toast") or "")
+        assert "past the end" in (await page.text_content("#shell-toast") or "")
         # an unknown session: the page says so and offers no ghost
         await page.goto(f"{env.base}/ui/replay.html?id=424242&mode=ghost")
         await wait_js(page, "() => window.replay.state.message !== null")

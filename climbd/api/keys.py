@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from climbd.attempt_service import AttemptService
     from climbd.config import Config
     from climbd.export.jobs import ExportManager
     from climbd.ghost.live import GhostService
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
     from climbd.streaming import WhepEndpoint
     from climbd.sysinfo import SystemInfo
 
-__all__ = ["AUTH_STORE", "CONFIG", "DB", "EXPORTS", "GHOST", "HEALTH", "LIVE", "MEDIA",
-           "PATHS", "RECORDER", "SYSTEM"]
+__all__ = ["ATTEMPTS", "AUTH_STORE", "CONFIG", "DB", "EXPORTS", "GHOST", "HEALTH", "LIVE",
+           "MEDIA", "PATHS", "RECORDER", "SYSTEM"]
 
 #: The running configuration.
 CONFIG: web.AppKey[Config] = web.AppKey("climbd_config")
@@ -45,6 +46,8 @@ LIVE: web.AppKey[WhepEndpoint] = web.AppKey("climbd_live")
 GHOST: web.AppKey[GhostService] = web.AppKey("climbd_ghost")
 #: Replay's media worker (optional).
 MEDIA: web.AppKey[MediaWorker] = web.AppKey("climbd_media")
+#: Live attempt detection, events and hands-free recording (optional).
+ATTEMPTS: web.AppKey[AttemptService] = web.AppKey("climbd_attempts")
 #: The credential store (optional: without it nobody is paired).
 AUTH_STORE: web.AppKey[AuthStore] = web.AppKey("climbd_auth_store")
 #: CPU meter and config provenance for the operator page (optional).

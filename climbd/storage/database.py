@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict
 from climbd.errors import DiskFullError, SessionNotFound, StorageError
 from climbd.security.schema import SECURITY_MIGRATION
 from climbd.security.scope import check_visible, session_filter_sql
+from climbd.storage.attempts import ATTEMPTS_MIGRATION
 from climbd.storage.exports import EXPORTS_MIGRATION
 from climbd.storage.posecodec import PoseSeries, decode_chunk, encode_chunk
 
@@ -99,6 +100,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     EXPORTS_MIGRATION,  # 2: sessions.pinned, exports, shares (climbd.storage.exports)
     SECURITY_MIGRATION,  # 3: devices, tokens, pairing codes, session privacy (climbd.security)
+    ATTEMPTS_MIGRATION,  # 4: attempts and attempt_analyses (climbd.storage.attempts)
 )
 
 #: Up to this many chunks (~seconds) are decoded on the event loop; more go to a thread.
