@@ -265,3 +265,9 @@ async def test_one_line_per_delay_and_bad_delays_are_refused(wall: Wall) -> None
             assert resp.status == status and body["error"] == code, (query, body)
             assert resp.headers["Content-Type"].startswith("application/problem+json")
     assert (await wall.health())["live"]["viewers"] == 0
+    # a client without credentials (also from 127.0.0.1) gets no delayed view
+    async with Agent(tablet.base) as stranger:
+        resp = await stranger.raw("POST", "/api/whep/delayed", data=offer, headers=SDP)
+        async with resp:
+            assert resp.status in (401, 403), await resp.text()
+    assert (await wall.health())["live"]["viewers"] == 0

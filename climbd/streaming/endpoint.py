@@ -23,10 +23,16 @@ from climbd.config import WebRTCConfig
 from climbd.pose import Pose
 from climbd.streaming.datachannel import MessageHandler
 from climbd.streaming.delay import DelayLine, PacketHistory
-from climbd.streaming.errors import DelayOutOfRange, UnknownViewer, ViewerLimitReached
+from climbd.streaming.errors import (
+    DelayOutOfRange,
+    OfferError,
+    UnknownViewer,
+    ViewerLimitReached,
+)
 from climbd.streaming.feed import LandmarkFeed
 from climbd.streaming.keyframes import KeyframeGovernor
 from climbd.streaming.offer import parse_offer
+from climbd.streaming.profiles import offer_has_profile, profile_name
 from climbd.streaming.session import WhepSession
 from climbd.streaming.track import SharedPacketizer
 from climbd.video import EncodedPacket
@@ -93,6 +99,13 @@ class WhepEndpoint:
         self.refused = 0
         self.close_reasons: dict[str, int] = {}
 
+    def _camera_profile(self) -> str | None:
+        """The camera's ``profile-level-id`` while its H.264 is passed through, else None."""
+        info = getattr(self._source, "stream_info", None)  # optional on a LiveSource
+        if info is None or getattr(info, "source", "encode") != "camera":
+            return None
+        return str(info.profile_level_id) or None
+
     def start(self) -> None:
         """Start the shared landmark feed (call on the event loop)."""
         if self.feed is None:
@@ -156,6 +169,13 @@ class WhepEndpoint:
             self.refused += 1
             raise ViewerLimitReached(self.config.max_viewers)
         offer = parse_offer(offer_sdp)
+        profile_level_id = self._camera_profile()
+        if profile_level_id and not offer_has_profile(offer.h264_profiles, profile_level_id):
+            raise OfferError(
+                f"the camera sends H.264 {profile_name(profile_level_id)} (profile-level-id "
+                f"{profile_level_id}, passed through as it is) and this player offers only "
+                f"{', '.join(offer.h264_profiles)}: set the camera to Constrained Baseline, or "
+                "video.encoder = \"libx264\"", code="no-h264-profile")
         self.start()
         assert self.feed is not None
         line = self._line(delay) if delay is not None else None
@@ -170,6 +190,7 @@ class WhepEndpoint:
             on_closed=self._forget,
             message_limit=self.message_limit,
             channel_handlers=self.channel_handlers if line is None else {},
+            profile_level_id=profile_level_id,
         )
         self._sessions[session.id] = session  # reserve the slot before the first await
         if line is not None:
