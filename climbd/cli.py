@@ -17,6 +17,8 @@ from typing import Literal
 from climbd import __version__
 from climbd.config import Config, load_config, resolve_state_dir, with_overrides
 from climbd.errors import ClimbdError, ConfigError
+from climbd.statedir import StateDir
+from climbd.visibility import SYSTEM, viewing
 
 __all__ = ["main"]
 
@@ -101,8 +103,9 @@ async def _ingest(args: argparse.Namespace, config: Config) -> int:
     from climbd.storage import Database
 
     state_dir = resolve_state_dir(args.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    db = await Database.open(state_dir / "climbd.db")
+    paths = StateDir(state_dir)
+    paths.create()
+    db = await Database.open(paths.db)
     failures = 0
     try:
         for video in args.videos:
@@ -132,9 +135,9 @@ async def _pair(args: argparse.Namespace, config: Config) -> int:
     from climbd.security.store import AuthStore
     from climbd.storage import Database
 
-    state_dir = resolve_state_dir(args.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    db = await Database.open(state_dir / "climbd.db")
+    paths = StateDir(resolve_state_dir(args.state_dir))
+    paths.create()
+    db = await Database.open(paths.db)
     try:
         kind: Literal["device", "admin"] = "admin" if args.admin else "device"
         ttl = config.security.pairing_code_ttl_s
@@ -160,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "pair":
-            return asyncio.run(_pair(args, load_config(args.config)))
+            with viewing(SYSTEM):  # the CLI acts for the appliance (climbd.visibility)
+                return asyncio.run(_pair(args, load_config(args.config)))
         if args.command == "export":
             from climbd.export.cli import run_export
 
@@ -168,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ingest":
             config = load_config(args.config)
             logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-            return asyncio.run(_ingest(args, config))
+            with viewing(SYSTEM):
+                return asyncio.run(_ingest(args, config))
     except ConfigError as exc:
         print(f"climbd: {exc}", file=sys.stderr)
         return 2

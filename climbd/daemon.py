@@ -56,6 +56,7 @@ from climbd.statedir import StateDir
 from climbd.storage import Database
 from climbd.streaming import WhepEndpoint
 from climbd.video import EncodedPacket
+from climbd.visibility import SYSTEM, viewing
 
 __all__ = ["Daemon"]
 
@@ -130,6 +131,20 @@ class Daemon:
             StorageError: the state directory or database cannot be used.
             OSError: the HTTP port cannot be bound.
         """
+        # The services act for the appliance: they (and the tasks they create) see every
+        # session. The HTTP server is started outside this scope, so a request sees only
+        # what the security middleware grants its caller (climbd.visibility fails closed).
+        with viewing(SYSTEM):
+            await self._build_services()
+        await self._serve()
+        # 11. ready
+        if not self.safe_mode:
+            await asyncio.to_thread(self.pipeline.capture.opened.wait, 15.0)
+        with viewing(SYSTEM):
+            self._start_service()
+
+    async def _build_services(self) -> None:
+        """Steps 1-9 of the boot."""
         loop = asyncio.get_running_loop()
         cfg = self.config
         # 1. state directory and reserve file
@@ -178,7 +193,9 @@ class Daemon:
         else:
             self.pipeline.start()
             self._start_gpio()
-        # 10. HTTP
+    async def _serve(self) -> None:
+        """Step 10: the HTTP server over the services."""
+        cfg = self.config
         from climbd.api import create_app
         from climbd.security.transport import make_site, runner_options
 
@@ -195,10 +212,6 @@ class Daemon:
         self.port = site.port
         log.info("listening on %s://%s:%s", "https" if site.tls else "http",
                  cfg.server.host, self.port)
-        # 11. ready
-        if not self.safe_mode:
-            await asyncio.to_thread(self.pipeline.capture.opened.wait, 15.0)
-        self._start_service()
 
     async def _delete_session(self, session_id: int) -> Any:
         """Retention's delete: the recorder's (which refuses the running recording)."""
@@ -227,6 +240,10 @@ class Daemon:
     async def stop(self) -> None:
         """Finalise a running recording, then close every service in reverse boot order
         (HTTP server, ghost, live view, exports, media worker, tasks, pipeline, database)."""
+        with viewing(SYSTEM):
+            await self._stop_services()
+
+    async def _stop_services(self) -> None:
         if self.notifier is not None:
             self.notifier.stopping()
         if self.recorder.recording:

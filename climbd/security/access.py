@@ -27,8 +27,8 @@ from typing import Literal
 
 from aiohttp import web
 
-from climbd.security.scope import Viewer
 from climbd.security.store import ApiToken, Device
+from climbd.visibility import Viewer
 
 __all__ = [
     "ACCESS_RANK",
