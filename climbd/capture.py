@@ -120,8 +120,8 @@ class AvSource:
 
     Timestamps: a file maps its presentation times onto the monotonic clock (paced); a
     camera or URL maps *the camera's* presentation times onto it (so a stream that arrives
-    in bursts, as RTSP over TCP does, keeps its even frame spacing), re-anchored on the
-    read time whenever the two drift more than :attr:`RESYNC_S` apart or time runs backwards.
+    in bursts, as RTSP over TCP does, keeps its even frame spacing): never later than the
+    frame's arrival, re-anchored when it lags the arrival by more than :attr:`RESYNC_S`.
 
     Raises:
         SourceError: the source cannot be opened or has no video stream (the message has
@@ -352,9 +352,14 @@ class AvSource:
         elif media_time is None:
             timestamp = now
         else:
-            if self._base is None or abs(self._base + media_time - now) > self.RESYNC_S \
-                    or self._base + media_time <= self._last_ts:
-                self._base = now - media_time
+            # capture time = base + media time, never later than the frame's arrival: base
+            # is the earliest "arrival - media time" seen (a start-up backlog or a burst
+            # pulls it back), moved forward only when we lag by more than RESYNC_S (a camera
+            # clock slower than ours, or a jump in its timestamps)
+            candidate = now - media_time
+            if self._base is None or candidate < self._base \
+                    or candidate - self._base > self.RESYNC_S:
+                self._base = candidate
             timestamp = self._base + media_time
         timestamp = max(timestamp, self._last_ts + 1e-6)
         self._last_ts = timestamp
@@ -489,9 +494,11 @@ class CaptureWorker:
         return self._thread.is_alive()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Ask the thread to stop and wait up to ``timeout`` seconds for it."""
+        """Ask the thread to stop and wait up to ``timeout`` seconds for it (a capture that
+        never started, as in safe mode, just stops)."""
         self._stop.set()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         delay = self._config.retry_initial_s

@@ -12,6 +12,8 @@ Boot (:meth:`Daemon.start`):
 5. export manager (queue + low-priority worker processes);
 6. ghost players and the live view (WHEP endpoint; the ghost handles the data channel's
    ``ghost`` messages);
+   then attempts (:class:`~climbd.attempt_service.AttemptService`: live detector on the
+   pose broadcast, attempt events, hands-free recording, analysis of finished sessions);
 7. replay's media worker (thumbnails, frame tables);
 8. credential store (paired devices, admin, API tokens);
 9. pipeline threads and GPIO buttons (not in safe mode);
@@ -40,6 +42,7 @@ from typing import Any
 
 from aiohttp import web
 
+from climbd.attempt_service import AttemptService
 from climbd.broadcast import Broadcast
 from climbd.capture import FrameSource
 from climbd.config import Config
@@ -55,7 +58,7 @@ from climbd.services import Services
 from climbd.statedir import StateDir
 from climbd.storage import Database
 from climbd.streaming import WhepEndpoint
-from climbd.video import EncodedPacket
+from climbd.video import EncodedPacket, VideoStreamInfo
 from climbd.visibility import SYSTEM, viewing
 
 __all__ = ["Daemon"]
@@ -90,6 +93,7 @@ class Daemon:
         self.retention: Retention
         self.exports: ExportManager | None = None
         self.ghost: GhostService | None = None
+        self.attempts: AttemptService | None = None
         self.live: WhepEndpoint | None = None
         self.media: MediaWorker | None = None
         self.auth: AuthStore
@@ -103,6 +107,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         self.started_at = time.monotonic()
         self.notifier: Any = None
+        self.admin_socket: Any = None
 
     # -- streams for the live view ---------------------------------------------------------
     @property
@@ -118,6 +123,11 @@ class Daemon:
     def request_keyframe(self) -> None:
         """Ask for an IDR soon (a new viewer or packet loss); callers rate-limit."""
         self.pipeline.request_keyframe()
+
+    @property
+    def stream_info(self) -> VideoStreamInfo | None:
+        """Parameters of the H.264 now published (``source="camera"`` in passthrough)."""
+        return self.pipeline.stream_info
 
     # -- lifecycle -------------------------------------------------------------------------
     def add_health(self, name: str, source: Callable[[], Any]) -> None:
@@ -183,6 +193,12 @@ class Daemon:
         live = self.live
         self.add_health("viewers", lambda: live.viewers)
         self.add_health("live", live.stats)
+        # 6b. attempts: live detector + events, hands-free recording, analysis after recording
+        self.attempts = AttemptService(self.db, self.pipeline.poses, self.recorder,
+                                       cfg.attempts)
+        self._tasks.append(asyncio.create_task(self.attempts.run(), name="attempts"))
+        self._tasks.append(asyncio.create_task(self.attempts.backfill(), name="attempts-backfill"))
+        self.add_health("attempts", self.attempts.status)
         # 7. replay's media worker
         self.media = MediaWorker()
         # 8. credential store
@@ -193,16 +209,17 @@ class Daemon:
         else:
             self.pipeline.start()
             self._start_gpio()
+
     async def _serve(self) -> None:
         """Step 10: the HTTP server over the services."""
         cfg = self.config
         from climbd.api import create_app
-        from climbd.security.transport import make_site, runner_options
+        from climbd.api.server import make_site, runner_options
 
         self.services = Services(
             config=cfg, paths=self.paths, db=self.db, recorder=self.recorder,
             health=self.health, exports=self.exports, live=self.live, ghost=self.ghost,
-            media=self.media, auth=self.auth)
+            media=self.media, auth=self.auth, attempts=self.attempts)
         self.app = create_app(self.services)
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                      **runner_options(cfg))
@@ -212,6 +229,14 @@ class Daemon:
         self.port = site.port
         log.info("listening on %s://%s:%s", "https" if site.tls else "http",
                  cfg.server.host, self.port)
+        # 10b. local admin socket (`climbd token`, `climbd pair`, `climbd admin-password`)
+        from climbd.api.admin_socket import AdminSocket, socket_path
+
+        self.admin_socket = AdminSocket(self.app, socket_path(self.state_dir), self.health)
+        try:
+            await self.admin_socket.start()
+        except OSError as exc:
+            log.error("no local admin socket at %s: %s", self.admin_socket.path, exc)
 
     async def _delete_session(self, session_id: int) -> Any:
         """Retention's delete: the recorder's (which refuses the running recording)."""
@@ -252,6 +277,8 @@ class Daemon:
                 log.info("stopped session %d on shutdown", rec.id)
             except Exception:
                 log.exception("could not finalise the running recording")
+        if self.admin_socket is not None:
+            await self.admin_socket.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.ghost is not None:

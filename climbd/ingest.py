@@ -4,7 +4,8 @@ The video stream is copied into the session without re-encoding (:func:`storage.
 remuxes it into a ``+faststart`` MP4); pose runs on every decoded frame. Decoding runs on its
 own thread ahead of inference (a bounded queue of RGB frames), so on two cores the ingest
 rate approaches the pose model's own rate. Pose rows are committed in one chunk per second
-of media time, as during a live recording.
+of media time, as during a live recording. At the end the session's attempts are detected
+and measured (:func:`climbd.attempt_service.analyse_session`) and listed in the result.
 """
 
 from __future__ import annotations
@@ -45,12 +46,15 @@ class IngestResult:
     duration_s: float
     video: str
     source: str
+    #: ``[{"start_s", "end_s" | None}]``: the attempts found (seconds from the start)
+    attempts: tuple[dict[str, float | None], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
+        """JSON-ready form (``climbd ingest --json``)."""
         return {"id": self.id, "name": self.name, "frames": self.frames,
                 "frames_with_pose": self.frames_with_pose, "duration_s": self.duration_s,
-                "video": self.video, "source": self.source}
+                "video": self.video, "source": self.source,
+                "attempts": [dict(a) for a in self.attempts]}
 
 
 def decode_rgb_frames(path: str | Path) -> Iterator[tuple[int, float, np.ndarray]]:
@@ -145,8 +149,12 @@ async def ingest_file(path: str | Path, db: Database, state_dir: Path,
     video_path = paths.relative(video)
     await db.finish_session(rec.id, status="completed", frame_count=frames,
                             duration_s=info.duration_s, video_path=video_path)
+    from climbd.attempt_service import analyse_session
+
+    found = await analyse_session(db, rec.id)
     return IngestResult(rec.id, rec.name, frames, with_pose, round(info.duration_s, 4),
-                        video_path, str(src))
+                        video_path, str(src),
+                        tuple({"start_s": a["start_s"], "end_s": a["end_s"]} for a in found))
 
 
 _END = object()

@@ -194,7 +194,8 @@ class Pipeline:
             log.error("encoder did not drain its queue on stop")
         self._pose_slot.close()
         for t in self._threads:
-            t.join(5.0)
+            if t.ident is not None:  # never started in safe mode
+                t.join(5.0)
         self.packets.close()
         self.poses.close()
 
@@ -418,6 +419,7 @@ class Pipeline:
                 "mode": self.video_mode,
                 "passthrough": self._passthrough_health(),
                 "frames": self.encoder.frames + self.copied,
+                "encoded": self.encoder.frames,
                 "dropped": self.video_dropped,
                 "error": self.video_error,
                 "encode_ms_mean": round(1000 * self.encoder.encode_seconds

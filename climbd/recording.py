@@ -273,6 +273,9 @@ class Recorder:
         self._finishing: set[asyncio.Task[Any]] = set()
         self.last_error: str | None = None
         self.last_session_id: int | None = None
+        #: called with the final record of every session the recorder finishes (completed
+        #: or failed), on the event loop; must not block (the attempt analysis subscribes)
+        self.finished_listeners: list[Callable[[SessionRecord], None]] = []
 
     # -- state -----------------------------------------------------------------------------
     @property
@@ -577,6 +580,11 @@ class Recorder:
                     continue
                 raise
         self.last_session_id = record.id
+        for listener in list(self.finished_listeners):
+            try:
+                listener(record)
+            except Exception:
+                log.exception("session %d: finished listener failed", record.id)
         log.info("session %d %s: %d frames, %.2f s", record.id, status, frames, duration,
                  extra={"session_id": record.id})
         return record

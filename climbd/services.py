@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from climbd.config import Config
 
 if TYPE_CHECKING:
+    from climbd.attempt_service import AttemptService
     from climbd.export.jobs import ExportManager
     from climbd.ghost.live import GhostService
     from climbd.recording import Recorder
@@ -44,6 +45,7 @@ class Services:
         exports: the export queue and workers. live: the WHEP endpoint (live view).
         ghost: ghost players of the live view. media: replay's low-priority media worker.
         auth: paired devices, admin sessions and API tokens.
+        attempts: the live attempt detector, its events and hands-free recording.
     """
 
     config: Config
@@ -56,3 +58,4 @@ class Services:
     ghost: GhostService | None = None
     media: MediaWorker | None = None
     auth: AuthStore | None = None
+    attempts: AttemptService | None = None

@@ -20,18 +20,21 @@ test overrides its module's tier).
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -96,19 +99,94 @@ def media() -> Path:
     return MEDIA
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05,
+               what: str | Callable[[], str] = "") -> T:
+    """Poll ``predicate()`` every ``interval`` s until it returns a truthy value; return it.
+
+    Tests use this instead of fixed sleeps: they go on as soon as the condition holds and
+    wait at most ``timeout`` s on a slow machine.
+
+    Raises:
+        AssertionError: the condition did not hold within ``timeout`` s (``what`` names it;
+            a callable is called then, e.g. to show the last state seen).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            detail = what() if callable(what) else what
+            raise AssertionError(f"not true within {timeout} s: {detail or predicate}")
+        time.sleep(interval)
+
+
+async def async_wait_until(predicate: Callable[[], T | Awaitable[T | None] | None],
+                           timeout: float = 30.0, interval: float = 0.05,
+                           what: str | Callable[[], str] = "") -> T:
+    """:func:`wait_until` for asyncio tests: ``predicate`` may be a plain or async function;
+    the loop keeps running between polls."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            detail = what() if callable(what) else what
+            raise AssertionError(f"not true within {timeout} s: {detail or predicate}")
+        await asyncio.sleep(interval)
+
+
+#: Admin API tokens of the daemons tests started, by base URL (``http://127.0.0.1:port``):
+#: made over each daemon's local admin socket (see :func:`admin_token`). :func:`http` sends
+#: the matching one unless told ``anonymous=True`` — a request without credentials is
+#: anonymous, also from 127.0.0.1.
+ADMIN_TOKENS: dict[str, str] = {}
+
+
+def admin_token(state_dir: Path, name: str = "tests", scope: str = "admin",
+                timeout: float = 30.0) -> str:
+    """A new API token (default: admin scope) made through the daemon's local admin socket
+    (``<state_dir>/admin.sock``), as ``climbd token create`` does; waits for the socket."""
+    from climbd.security.local import AdminClient, AdminSocketError
+
+    client = AdminClient(state_dir / "admin.sock")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return str(client.create_token(name, scope)["token"])
+        except AdminSocketError as exc:
+            if exc.status or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def auth_headers(base: str) -> dict[str, str]:
+    """``Authorization: Bearer`` with the admin token of the daemon at ``base``."""
+    token = ADMIN_TOKENS.get(base.rstrip("/"))
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def http(method: str, url: str, body: Any = None, timeout: float = 30.0,
-         raw: bytes | None = None, headers: dict[str, str] | None = None
-         ) -> tuple[int, Any]:
-    """A tiny blocking HTTP client for tests: returns (status, parsed JSON or bytes)."""
+         raw: bytes | None = None, headers: dict[str, str] | None = None,
+         anonymous: bool = False) -> tuple[int, Any]:
+    """A tiny blocking HTTP client for tests: returns (status, parsed JSON or bytes).
+
+    Sends the admin token of a daemon started by :class:`DaemonProcess` (registered in
+    :data:`ADMIN_TOKENS`) unless ``anonymous`` or the caller sets ``Authorization``."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    headers = dict(headers or {})
+    if not anonymous and "Authorization" not in headers:
+        for base, token in ADMIN_TOKENS.items():
+            if url.startswith(base + "/"):
+                headers["Authorization"] = f"Bearer {token}"
+                break
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     if body is not None:
         req.add_header("Content-Type", "application/json")
     try:
@@ -121,40 +199,100 @@ def http(method: str, url: str, body: Any = None, timeout: float = 30.0,
     return status, payload
 
 
+#: The daemon's log line once its HTTP server listens (climbd/daemon.py).
+_LISTENING = re.compile(rb"listening on https?://\S+:(\d+)")
+
+
 class DaemonProcess:
-    """``climbd run`` as a real subprocess on 127.0.0.1."""
+    """``climbd run`` as a real subprocess on 127.0.0.1.
+
+    By default the daemon binds port 0 (the OS picks a free one, so parallel tests cannot
+    race for a port) and :attr:`port` is read from its "listening on" log line.
+    """
 
     def __init__(self, state_dir: Path, source: Path | str, *extra: str, loop: bool = True,
-                 env: dict[str, str] | None = None):
-        self.port = free_port()
+                 env: dict[str, str] | None = None, port: int = 0):
         self.state_dir = state_dir
-        self.base = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "climbd", "run", "--source", str(source),
-               "--state-dir", str(state_dir), "--host", "127.0.0.1", "--port", str(self.port),
-               *extra]
+        #: admin API token (made by wait_ready over the admin socket)
+        self.token: str | None = None
+        self._port: int | None = port or None
+        self.cmd = [sys.executable, "-m", "climbd", "run", "--source", str(source),
+                    "--state-dir", str(state_dir), "--host", "127.0.0.1", "--port", str(port),
+                    *extra]
         if loop:
-            cmd.append("--loop")
-        self.log_path = state_dir.parent / f"daemon-{self.port}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})}, cwd=REPO)
+            self.cmd.append("--loop")
+        self.env = {**os.environ, **(env or {})}
+        fd, name = tempfile.mkstemp(prefix="daemon-", suffix=".log", dir=state_dir.parent)
+        self.log_path = Path(name)
+        self._log = os.fdopen(fd, "wb")
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                env=self.env, cwd=REPO)
+
+    def respawn(self) -> None:
+        """Start the daemon again (after it stopped) on the port it had."""
+        assert self.proc.poll() is not None, "still running"
+        port = self.port
+        i = self.cmd.index("--port")
+        self.cmd[i + 1] = str(port)
+        self.proc = self._spawn()
+
+    @property
+    def port(self) -> int:
+        """The port the daemon listens on (waits up to 60 s for it to say so)."""
+        if self._port is None:
+            def listening() -> int | None:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+                self._log.flush()
+                m = _LISTENING.search(self.log_path.read_bytes())
+                return int(m.group(1)) if m else None
+            self._port = wait_until(listening, 60, 0.05, lambda: f"no port in\n{self.log()}")
+        return self._port
+
+    @property
+    def base(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 60.0, capture: bool = True) -> dict[str, Any]:
-        """Wait until /api/health answers (and capture runs, if asked); returns health."""
-        deadline = time.monotonic() + timeout
+        """Wait until /api/health answers (and capture runs, if asked); returns health.
+
+        Also makes an admin API token over the admin socket (:attr:`token`), which
+        :func:`http`, :meth:`get` and :meth:`post` then send."""
         last: Any = None
-        while time.monotonic() < deadline:
+
+        def ready() -> dict[str, Any] | None:
+            nonlocal last
             if self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+            if self.base not in ADMIN_TOKENS and (self.state_dir / "admin.sock").exists():
+                self.token = admin_token(self.state_dir, timeout=5)
+                ADMIN_TOKENS[self.base] = self.token
             try:
                 status, last = http("GET", self.base + "/api/health", timeout=2)
-                if status == 200 and (not capture or (
-                        last["capture"]["state"] == "running" and last["pose"]["results"] > 0)):
-                    return dict(last)
             except (OSError, ValueError):
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"daemon not ready in {timeout}s: {last}\n{self.log()}")
+                return None
+            if status == 200 and (not capture or (
+                    last["capture"]["state"] == "running" and last["pose"]["results"] > 0)):
+                return dict(last)
+            return None
+
+        return wait_until(ready, timeout, 0.2, lambda: f"daemon not ready: {last}\n{self.log()}")
+
+    def health_until(self, predicate: Callable[[dict[str, Any]], object], timeout: float = 30.0
+                     ) -> dict[str, Any]:
+        """Poll /api/health until ``predicate(health)`` holds; returns that health."""
+        last: dict[str, Any] = {}
+
+        def check() -> dict[str, Any] | None:
+            nonlocal last
+            status, last = self.get("/api/health", timeout=5)
+            return last if status == 200 and predicate(last) else None
+
+        return wait_until(check, timeout, 0.1, lambda: f"health was {last}\n{self.log()}")
 
     def get(self, path: str, **kw: Any) -> tuple[int, Any]:
         return http("GET", self.base + path, **kw)
@@ -171,6 +309,8 @@ class DaemonProcess:
         self.proc.wait(30)
 
     def stop(self) -> int:
+        if self._port is not None:
+            ADMIN_TOKENS.pop(f"http://127.0.0.1:{self._port}", None)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -211,5 +351,7 @@ def daemon_factory(tmp_path: Path) -> Iterator[Any]:
         return d
 
     yield start
-    for d in procs:
-        d.stop()
+    codes = {d.log_path.name: d.stop() for d in procs}
+    # SIGTERM is a clean stop: exit 0 (or killed on purpose by the test, -9)
+    unclean = {name: rc for name, rc in codes.items() if rc not in (0, -signal.SIGKILL)}
+    assert not unclean, f"daemons did not stop cleanly on SIGTERM: {unclean}"

@@ -26,7 +26,7 @@ from climbd.export.cli import terminal_bar
 from climbd.export.posedata import read_csv, read_json
 from climbd.storage import probe
 from climbd.visibility import SYSTEM, viewing
-from tests.conftest import REPO, STEEPWALL
+from tests.conftest import REPO, STEEPWALL, async_wait_until
 from tests.export_support import (
     add_video_session,
     copy_template,
@@ -89,7 +89,7 @@ async def test_recorded_session_clip_starts_at_a_keyframe(tmp_path: Path, media:
         await wait_frames(daemon, 10)
         status, s = await c.req("POST", "/api/recordings/start", json={"pre_roll_s": 0})
         assert status == 201, s
-        await asyncio.sleep(3.6)
+        await async_wait_until(lambda: daemon.recorder.status()["elapsed_s"] >= 3.5, 30)
         status, s = await c.req("POST", "/api/recordings/stop")
         assert status == 200 and s["duration_s"] > 3.0, s
         video = daemon.state_dir / "sessions" / str(s["id"]) / "video.mp4"
@@ -153,7 +153,8 @@ async def test_worker_threads_all_run_at_idle_priority(tmp_path: Path, media: Pa
                 break
             await asyncio.sleep(0.02)
         assert pid is not None
-        await asyncio.sleep(0.3)  # let FFmpeg start its threads
+        # FFmpeg starts its worker threads
+        await async_wait_until(lambda: len(list(Path(f"/proc/{pid}/task").iterdir())) > 1, 10)
         try:
             tasks = list(Path(f"/proc/{pid}/task").iterdir())
             niceness = [int((t / "stat").read_text().rsplit(")", 1)[1].split()[16])

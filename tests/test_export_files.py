@@ -29,7 +29,15 @@ from climbd.errors import DiskFullError, ExportError
 from climbd.export.clip import export_clip
 from climbd.export.common import ExportCancelled
 from climbd.export.overlay import export_overlay, match_poses
-from climbd.export.posedata import CSV_COLUMNS, UNITS, read_csv, read_json, write_csv, write_json
+from climbd.export.posedata import (
+    ATTEMPT_COLUMNS,
+    CSV_COLUMNS,
+    UNITS,
+    read_csv,
+    read_json,
+    write_csv,
+    write_json,
+)
 from climbd.pose import LANDMARK_NAMES, POSE_CONNECTIONS
 from climbd.storage import Database, PoseSeries, SessionRecord, probe
 from climbd.visibility import SYSTEM, viewing
@@ -264,7 +272,7 @@ async def test_csv_and_json_round_trip_to_the_stored_values(
     _same(read_csv(c.path), poses)
     _same(read_json(j.path), poses)
     rows = list(csv.reader(c.path.read_text().splitlines()))
-    assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 1 + 33 * len(poses)
+    assert tuple(rows[0]) == CSV_COLUMNS + ATTEMPT_COLUMNS and len(rows) == 1 + 33 * len(poses)
     assert [r[3] for r in rows[1:34]] == list(LANDMARK_NAMES)
     assert any(c.endswith("_m") for c in CSV_COLUMNS) and "t_s" in CSV_COLUMNS
     doc = json.loads(j.path.read_text())

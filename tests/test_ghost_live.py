@@ -29,7 +29,7 @@ import pytest
 
 from climbd.ghost import KIND_GHOST, GhostMessage, decode_ghost
 from climbd.streaming.viewer import Viewer
-from tests.conftest import REPO, STEEPWALL, http
+from tests.conftest import REPO, STEEPWALL, auth_headers, http
 from tests.replay_support import CHROMIUM, NAMES, Env, chromium, start_daemon, wait_js
 
 pytestmark = pytest.mark.browser
@@ -91,7 +91,7 @@ class GhostViewer(Viewer):
 async def viewer(env: Env) -> AsyncIterator[GhostViewer]:
     v = GhostViewer()
     offer = await v.offer()
-    async with aiohttp.ClientSession() as s:
+    async with aiohttp.ClientSession(headers=auth_headers(env.base)) as s:
         async with s.post(env.base + "/api/whep", data=offer, headers=SDP) as r:
             answer = await r.text()
             assert r.status == 201, answer
@@ -334,7 +334,7 @@ async def test_inner_ghost_page_bad_input(env: Env) -> None:
         # seeking past the end from the page is refused with a message
         await page.evaluate("() => window.replay.ghost.seek(500)")
         await wait_js(page, "() => window.replay.ghost.stats.errors.length > 0")
-        assert "past the end" in (await page.text_content("#toast") or "")
+        assert "past the end" in (await page.text_content("#shell-toast") or "")
         # an unknown session: the page says so and offers no ghost
         await page.goto(f"{env.base}/ui/replay.html?id=424242&mode=ghost")
         await wait_js(page, "() => window.replay.state.message !== null")

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, STEEPWALL, DaemonProcess
+from tests.conftest import REPO, STEEPWALL, DaemonProcess, auth_headers
 
 pytestmark = pytest.mark.browser
 
@@ -82,21 +82,13 @@ inner = pytest.mark.skipif(not IN_NETNS, reason="runs inside the network namespa
 
 
 class _Daemon(DaemonProcess):
-    """``climbd run`` that can be stopped and started again on the same address."""
+    """``climbd run`` on the clip with this suite's config (:meth:`respawn` restarts it on
+    the same address)."""
 
     def __init__(self, root: Path):
         cfg = root / "climbd.toml"
         cfg.write_text(CONFIG)
         super().__init__(root / "state", STEEPWALL, "--config", str(cfg))
-        self._cmd = [sys.executable, "-m", "climbd", "run", "--source", str(STEEPWALL),
-                     "--loop", "--state-dir", str(root / "state"), "--host", "127.0.0.1",
-                     "--port", str(self.port), "--config", str(cfg)]
-
-    def respawn(self) -> None:
-        """Start the daemon again (after it was stopped) on the same port."""
-        assert self.proc.poll() is not None
-        self.proc = subprocess.Popen(self._cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=REPO)
 
 
 def _start_daemon(root: Path) -> _Daemon:
@@ -144,7 +136,7 @@ CSP_VIOLATIONS: list[str] = []
 
 
 async def _open(browser: Any, base: str, viewport: dict[str, int]) -> tuple[Any, list[str]]:
-    page = await browser.new_page(viewport=viewport)
+    page = await browser.new_page(viewport=viewport, extra_http_headers=auth_headers(base))
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     page.on("console", lambda m: CSP_VIOLATIONS.append(m.text)
@@ -155,7 +147,8 @@ async def _open(browser: Any, base: str, viewport: dict[str, int]) -> tuple[Any,
 
 
 async def _viewers(base: str) -> int:
-    async with aiohttp.ClientSession() as s, s.get(base + "/api/live/stats") as r:
+    async with aiohttp.ClientSession(headers=auth_headers(base)) as s, \
+            s.get(base + "/api/live/stats") as r:
         return int((await r.json())["viewers"])
 
 
@@ -361,7 +354,7 @@ async def test_inner_pwa_manifest_and_icons(daemon: DaemonProcess, browser: Any)
     page, _ = await _open(browser, daemon.base, LANDSCAPE)
     href = await page.get_attribute('link[rel="manifest"]', "href")
     assert href
-    async with aiohttp.ClientSession(base_url=daemon.base) as s:
+    async with aiohttp.ClientSession(base_url=daemon.base, headers=auth_headers(daemon.base)) as s:
         async with s.get(href) as r:
             assert r.status == 200
             manifest = await r.json(content_type=None)
@@ -394,13 +387,20 @@ async def test_inner_recording_from_the_page_creates_a_session(
         await page.click("#record")
         await page.wait_for_selector('#record[data-state="idle"]', timeout=15000)
         assert not await page.is_visible("#rec-badge")
-        await page.click("#save-more")  # 10 s -> 15 s
-        assert (await page.text_content("#save-seconds")) == "15"
+        # save-last offers only what the buffer holds
+        buffered = await page.evaluate("window.climbd.state.recording.pre_roll_available_s")
+        for _ in range(10):
+            if await page.is_disabled("#save-more"):
+                break
+            await page.click("#save-more")
+        offered = int(await page.text_content("#save-seconds") or "0")
+        assert 0 < offered <= buffered + 1, (offered, buffered)
         await page.click("#save-last")
-        await _wait_js(page,
-                       "document.getElementById('toast').textContent.startsWith('Saved the last')",
-                       20)
-        async with aiohttp.ClientSession(base_url=daemon.base) as s, s.get("/api/sessions") as r:
+        await _wait_js(page, "document.getElementById('shell-toast').textContent"
+                       ".startsWith('Saved the last')", 20)
+        async with aiohttp.ClientSession(base_url=daemon.base,
+                                         headers=auth_headers(daemon.base)) as s, \
+                s.get("/api/sessions") as r:
             items = (await r.json())["items"]
         mine = [it for it in items if it["name"] == name]
         assert len(mine) == 2, items  # the recording and the saved last seconds

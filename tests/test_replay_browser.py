@@ -259,7 +259,7 @@ async def test_seek_past_the_end_and_bad_speeds_are_refused_on_the_page(
     async with chromium() as (_, page, errors):
         await _open(page, env.base, f"id={steep['id']}&t=99&speed=-1")
         await _shown(page, 376)  # the last frame
-        toast = await page.text_content("#toast") or ""
+        toast = await page.text_content("#shell-toast") or ""
         assert "past the end" in toast or "Speed must be" in toast
         for bad in (-1, 0, 0.05, 100, "NaN", None):
             msg = await page.evaluate("(r) => window.replay.player.setRate(r)", bad)

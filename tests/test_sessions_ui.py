@@ -44,6 +44,8 @@ def env(tmp_path_factory: pytest.TempPathFactory, media: Path) -> Iterator[Env]:
 async def _open(page: Any, base: str, hash_: str = "") -> None:
     await page.goto(f"{base}/ui/sessions.html{hash_}")
     await wait_js(page, "() => window.sessionsPage && window.sessionsPage.state.total !== null")
+    box = await page.locator("#page").bounding_box()  # the scrolling part (not the nav rail)
+    await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
 
 
 async def _card(page: Any, sid: int) -> Any:
@@ -128,8 +130,8 @@ async def test_edit_in_the_detail_dialog(env: Env) -> None:
         await page.wait_for_selector("#detail[open]")
         assert await page.input_value("#edit-name") == "Blue V4, try 2"
         await _open(page, env.base, "#id=99999")
-        await wait_js(page, "() => !document.getElementById('toast').hidden")
-        assert "no longer exists" in (await page.text_content("#toast") or "")
+        await wait_js(page, "() => !document.getElementById('shell-toast').hidden")
+        assert "no longer exists" in (await page.text_content("#shell-toast") or "")
         assert not errors, errors
 
 
@@ -152,7 +154,7 @@ async def test_delete_asks_then_removes_the_session_and_its_files(env: Env) -> N
         await page.wait_for_selector("#confirm[open]")
         await page.click("#confirm-delete")
         await page.wait_for_selector(f'#list li[data-id="{sid}"]', state="detached")
-        assert "Deleted" in (await page.text_content("#toast") or "")
+        assert "Deleted" in (await page.text_content("#shell-toast") or "")
         assert await page.evaluate("() => window.sessionsPage.state.total") == total - 1
         deadline = time.monotonic() + 5
         while folder.exists() and time.monotonic() < deadline:  # noqa: ASYNC110 - a file
@@ -167,13 +169,13 @@ async def test_unreachable_api_and_touch_targets(env: Env) -> None:
     async with chromium() as (_, page, errors):
         await _open(page, env.base)
         boxes = await page.eval_on_selector_all(
-            "header button, header a, #more, #list button",
+            "nav a, header button, .toolbar button, .toolbar a, #more, #list button",
             "els => els.filter(e => e.offsetParent).map(e => {"
             " const r = e.getBoundingClientRect();"
             " return [e.id || e.className, r.width, r.height]; })")
         small = [b for b in boxes if b[1] < 64 or b[2] < 64]
         assert boxes and not small, small
-        assert await page.get_attribute("header a.nav", "href") == "/"
+        assert await page.get_attribute('nav a[data-page="live"]', "href") == "/"
         # the API failing is said on the page, with a way to retry
         await page.route("**/api/sessions?*", lambda route: route.fulfill(
             status=500, content_type="application/json",

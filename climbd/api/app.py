@@ -86,6 +86,7 @@ def create_app(services: Services) -> web.Application:
     daemon (:class:`climbd.daemon.Daemon`) owns their lifetimes.
     """
     from climbd.api import (
+        attempts,
         auth,
         exports,
         ghost,
@@ -109,10 +110,12 @@ def create_app(services: Services) -> web.Application:
     _put(app, keys.GHOST, services.ghost)
     _put(app, keys.MEDIA, services.media)
     _put(app, keys.AUTH_STORE, services.auth)
+    _put(app, keys.ATTEMPTS, services.attempts)
     auth.add_routes(app)  # the security layer (climbd.security) and the /api/auth routes
     system.add_routes(app)
     recordings.add_routes(app)
     sessions.add_routes(app)
+    attempts.add_routes(app)
     exports.add_routes(app)
     shares.add_routes(app)
     whep.add_routes(app)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from climbd.attempt_service import AttemptService
     from climbd.config import Config
     from climbd.export.jobs import ExportManager
     from climbd.ghost.live import GhostService
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from climbd.storage import Database
     from climbd.streaming import WhepEndpoint
 
-__all__ = ["AUTH_STORE", "CONFIG", "DB", "EXPORTS", "GHOST", "HEALTH", "LIVE", "MEDIA",
+__all__ = ["ATTEMPTS", "AUTH_STORE", "CONFIG", "DB", "EXPORTS", "GHOST", "HEALTH", "LIVE", "MEDIA",
            "PATHS", "RECORDER"]
 
 #: The running configuration.
@@ -44,5 +45,7 @@ LIVE: web.AppKey[WhepEndpoint] = web.AppKey("climbd_live")
 GHOST: web.AppKey[GhostService] = web.AppKey("climbd_ghost")
 #: Replay's media worker (optional).
 MEDIA: web.AppKey[MediaWorker] = web.AppKey("climbd_media")
+#: Live attempt detection, events and hands-free recording (optional).
+ATTEMPTS: web.AppKey[AttemptService] = web.AppKey("climbd_attempts")
 #: The credential store (optional: without it nobody is paired).
 AUTH_STORE: web.AppKey[AuthStore] = web.AppKey("climbd_auth_store")

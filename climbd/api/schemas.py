@@ -70,6 +70,10 @@ class SessionOut(BaseModel):
     video_url: str | None = None
     poses_url: str
     pinned: bool = False
+    #: ``[{"index", "start_s", "end_s" | None, "duration_s" | None, "end_reason",
+    #: "metrics"}]`` (seconds from the session start; the list carries headline metrics only,
+    #: the detail and ``/attempts`` every metric)
+    attempts: list[dict[str, Any]] = []
 
 
 class SessionList(BaseModel):

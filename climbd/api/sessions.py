@@ -12,20 +12,23 @@ from climbd.api.ids import session_id as _session_id
 from climbd.api.keys import DB, PATHS, RECORDER
 from climbd.api.openapi import operation
 from climbd.api.schemas import ErrorBody, PoseWindow, SessionList, SessionOut, SessionPatch
+from climbd.storage.attempts import AttemptStore
 
 __all__ = ["add_routes", "session_out"]
 
 _404 = ("No such session", ErrorBody)
 
 
-def session_out(rec: Any) -> dict[str, Any]:
-    """The API form of a stored session record."""
+def session_out(rec: Any, attempts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The API form of a stored session record (``attempts``: its attempts, see
+    :mod:`climbd.api.attempts`; ``[]`` when none are known)."""
     data = rec.to_dict() if hasattr(rec, "to_dict") else rec.model_dump()
     sid = data["id"]
     video = data.pop("video_path", None)
     out = {k: data.get(k) for k in SessionOut.model_fields if k in data}
     out["video_url"] = f"/api/sessions/{sid}/video" if video else None
     out["poses_url"] = f"/api/sessions/{sid}/poses"
+    out["attempts"] = attempts or []
     return SessionOut.model_validate(out).model_dump()
 
 
@@ -64,17 +67,20 @@ async def list_sessions(request: web.Request) -> web.Response:
     """``GET /api/sessions``."""
     limit = _int_query(request, "limit", 20, 1, 200)
     offset = _int_query(request, "offset", 0, 0, 10**9)
-    items, total = await request.app[DB].list_sessions(limit=limit, offset=offset)
-    return web.json_response({"items": [session_out(r) for r in items], "total": total,
-                              "limit": limit, "offset": offset})
+    db = request.app[DB]
+    items, total = await db.list_sessions(limit=limit, offset=offset)
+    attempts = await AttemptStore(db).for_sessions([r.id for r in items])
+    return web.json_response({"items": [session_out(r, attempts.get(r.id)) for r in items],
+                              "total": total, "limit": limit, "offset": offset})
 
 
 @operation("One session", tags=("sessions",),
            responses={200: ("The session", SessionOut), 404: _404}, access="wall")
 async def get_session(request: web.Request) -> web.Response:
     """``GET /api/sessions/{id}``."""
-    rec = await request.app[DB].get_session(_session_id(request))
-    return web.json_response(session_out(rec))
+    db = request.app[DB]
+    rec = await db.get_session(_session_id(request))
+    return web.json_response(session_out(rec, await AttemptStore(db).for_session(rec.id)))
 
 
 @operation("Edit a session's name, description, climber or pin (pinned: never deleted "

@@ -51,6 +51,7 @@ from climbd.errors import (
     ExportRangeError,
     ExportUnavailable,
     SessionNotFound,
+    StorageError,
 )
 from climbd.export.common import ExportResult, Progress, ShouldStop, never
 from climbd.statedir import EXPORTS_DIR, StateDir
@@ -104,6 +105,8 @@ class JobSpec:
     crf: int = 20
     nice: int = 19
     idle_priority: bool = True
+    #: the session's attempts overlapping the range, with metrics (csv/json exports)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         """One line of JSON."""
@@ -134,10 +137,11 @@ def run_job(spec: JobSpec, progress: Progress | None = None,
                               preset=spec.preset, crf=spec.crf, progress=progress,
                               should_stop=should_stop)
     if spec.kind == "csv":
-        return write_csv(poses, out, progress=progress, should_stop=should_stop)
+        return write_csv(poses, out, attempts=spec.attempts, progress=progress,
+                         should_stop=should_stop)
     if spec.kind == "json":
         return write_json(poses, out, session=spec.session, range_s=(spec.start_s, spec.end_s),
-                          progress=progress, should_stop=should_stop)
+                          attempts=spec.attempts, progress=progress, should_stop=should_stop)
     raise ExportError(f"unknown export kind {spec.kind!r}")
 
 
@@ -217,6 +221,23 @@ class ExportManager:
         for t in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+
+    async def _attempts(self, session_id: int, kind: str, start_s: float | None,
+                        end_s: float | None) -> list[dict[str, Any]]:
+        """The session's attempts overlapping the range (csv/json exports only)."""
+        if kind not in ("csv", "json"):
+            return []
+        from climbd.attempt_service import ensure_analysed
+
+        try:
+            found = await ensure_analysed(self.db, session_id)
+        except (StorageError, ValueError) as exc:
+            log.warning("export of session %d without attempts: %s", session_id, exc)
+            return []
+        lo = -math.inf if start_s is None else start_s
+        hi = math.inf if end_s is None else end_s
+        return [a for a in found
+                if a["start_s"] <= hi and (a["end_s"] is None or a["end_s"] >= lo)]
 
     def export_dir(self, export_id: int) -> Path:
         """``<state_dir>/exports/<export_id>``."""
@@ -417,7 +438,8 @@ class ExportManager:
                          "duration_s": session.duration_s, "status": session.status},
                 start_s=rec.start_s, end_s=rec.end_s, speed=rec.speed, out=str(out),
                 preset=self.config.preset, crf=self.config.crf, nice=self.config.nice,
-                idle_priority=self.config.idle_priority)
+                idle_priority=self.config.idle_priority,
+                attempts=await self._attempts(session.id, rec.kind, rec.start_s, rec.end_s))
             outcome = await self._run_worker(job, spec)
             try:
                 await self._record_outcome(job, rec, outcome, out)

@@ -15,6 +15,12 @@ Units (the same in both formats):
     frame,t_s,landmark_index,landmark,image_x_norm,image_y_norm,image_z_norm,visibility,
     presence,world_x_m,world_y_m,world_z_m
 
+followed by the attempt the frame belongs to and that attempt's headline metrics (empty when
+the frame is in no attempt)::
+
+    attempt,attempt_start_s,attempt_end_s,attempt_time_on_wall_s,attempt_height_gained_m,
+    attempt_hip_path_m,attempt_economy
+
 Empty cells are missing values (NaN). Floats are written with enough digits to read back
 to the stored float32 values exactly (``%.9g``; times with Python's shortest round-trip
 repr).
@@ -22,7 +28,9 @@ repr).
 **JSON**: ``{"format": "climbd-poses", "version": 1, "session": {...}, "range": {...},
 "units": {...}, "landmarks": [33 names], "image_fields": [...], "world_fields": [...],
 "frames": [{"frame", "t_s", "image": 33 x [x, y, z, visibility, presence],
-"world": 33 x [x, y, z]}, ...]}``; missing values are ``null``.
+"world": 33 x [x, y, z]}, ...], "attempts": [{"start_s", "end_s", "duration_s", "metrics"}]}``
+(the session's attempts overlapping the range, with every metric of
+:mod:`climbd.attempts.metrics`); missing values are ``null``.
 
 :func:`read_csv` and :func:`read_json` turn a file back into a :class:`PoseSeries`.
 """
@@ -33,7 +41,7 @@ import csv
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +60,7 @@ from climbd.pose import LANDMARK_NAMES, NUM_LANDMARKS
 from climbd.storage.posecodec import PoseSeries
 
 __all__ = [
+    "ATTEMPT_COLUMNS",
     "CSV_COLUMNS",
     "JSON_FORMAT",
     "UNITS",
@@ -66,6 +75,12 @@ CSV_COLUMNS: tuple[str, ...] = (
     "frame", "t_s", "landmark_index", "landmark", "image_x_norm", "image_y_norm",
     "image_z_norm", "visibility", "presence", "world_x_m", "world_y_m", "world_z_m",
 )
+#: Columns appended to :data:`CSV_COLUMNS`: the frame's attempt and its headline metrics.
+ATTEMPT_COLUMNS: tuple[str, ...] = (
+    "attempt", "attempt_start_s", "attempt_end_s", "attempt_time_on_wall_s",
+    "attempt_height_gained_m", "attempt_hip_path_m", "attempt_economy",
+)
+_ATTEMPT_METRICS = ("time_on_wall_s", "height_gained_m", "hip_path_m", "economy")
 JSON_FORMAT = "climbd-poses"
 JSON_VERSION = 1
 
@@ -95,10 +110,25 @@ def _check_progress(i: int, n: int, progress: Progress | None, should_stop: Shou
             progress(i, n)
 
 
+def _attempt_cells(attempts: Sequence[Mapping[str, Any]], t: float) -> list[str]:
+    for i, a in enumerate(attempts):
+        end = a.get("end_s")
+        if a["start_s"] <= t and (end is None or t <= end):
+            m = a.get("metrics") or {}
+            return [str(a.get("index", i)), repr(float(a["start_s"])),
+                    "" if end is None else repr(float(end)),
+                    *("" if m.get(k) is None else repr(float(m[k])) for k in _ATTEMPT_METRICS)]
+    return [""] * len(ATTEMPT_COLUMNS)
+
+
 def write_csv(poses: PoseSeries, dst: str | os.PathLike[str], *,
+              attempts: Sequence[Mapping[str, Any]] | None = None,
               progress: Progress | None = None, should_stop: ShouldStop = never
               ) -> ExportResult:
     """Write ``poses`` as CSV (see the module docstring) to ``dst`` atomically.
+
+    ``attempts``: the session's attempts (``{"start_s", "end_s", "metrics"}``), for the
+    attempt columns.
 
     Raises:
         ExportCancelled, DiskFullError (partial file removed), StorageError.
@@ -109,12 +139,13 @@ def write_csv(poses: PoseSeries, dst: str | os.PathLike[str], *,
     world = poses.world.astype(np.float64)
     with atomic_output(path) as part, open(part, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(CSV_COLUMNS)
+        w.writerow(CSV_COLUMNS + ATTEMPT_COLUMNS)
         for i in range(n):
             frame, t = int(poses.frames[i]), repr(float(poses.times[i]))
+            extra = _attempt_cells(list(attempts or []), float(poses.times[i]))
             w.writerows(
                 [frame, t, j, LANDMARK_NAMES[j], *(_f32(v) for v in image[i, j]),
-                 *(_f32(v) for v in world[i, j])]
+                 *(_f32(v) for v in world[i, j]), *extra]
                 for j in range(NUM_LANDMARKS)
             )
             _check_progress(i + 1, n, progress, should_stop)
@@ -136,6 +167,7 @@ def _nullable(a: np.ndarray) -> list[Any]:
 def write_json(poses: PoseSeries, dst: str | os.PathLike[str], *,
                session: Mapping[str, Any] | None = None,
                range_s: tuple[float | None, float | None] = (None, None),
+               attempts: Sequence[Mapping[str, Any]] | None = None,
                progress: Progress | None = None, should_stop: ShouldStop = never
                ) -> ExportResult:
     """Write ``poses`` as JSON (see the module docstring) to ``dst`` atomically.
@@ -143,6 +175,7 @@ def write_json(poses: PoseSeries, dst: str | os.PathLike[str], *,
     Args:
         session: facts copied into the ``session`` object (id, name, width, height, fps...).
         range_s: the requested range (session seconds), recorded in ``range``.
+        attempts: the session's attempts with their metrics, written as ``attempts``.
 
     Raises:
         ExportCancelled, DiskFullError (partial file removed), StorageError.
@@ -166,6 +199,7 @@ def write_json(poses: PoseSeries, dst: str | os.PathLike[str], *,
         "image_fields": ["x", "y", "z", "visibility", "presence"],
         "world_fields": ["x", "y", "z"],
         "frames": frames,
+        "attempts": [dict(a) for a in attempts or []],
     }
     with atomic_output(path) as part, open(part, "w", encoding="utf-8") as f:
         json.dump(doc, f, separators=(",", ":"), allow_nan=False)
@@ -192,7 +226,7 @@ def read_csv(path: str | os.PathLike[str]) -> PoseSeries:
     """
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
-    if not rows or tuple(rows[0]) != CSV_COLUMNS:
+    if not rows or tuple(rows[0]) not in (CSV_COLUMNS, CSV_COLUMNS + ATTEMPT_COLUMNS):
         raise ExportError(f"{path}: not a climbd pose CSV (header {rows[:1]})")
     body = rows[1:]
     if len(body) % NUM_LANDMARKS:

@@ -1,5 +1,5 @@
 """Schema migration of the access-control tables (appended to
-:data:`climbd.storage.database.MIGRATIONS`).
+:data:`climbd.storage.database.MIGRATIONS`). Re-exported by :mod:`climbd.security.schema`.
 
 - ``devices``: paired wall tablets (and phones); ``token_sha256`` is the SHA-256 of the
   device cookie, never the cookie itself.
@@ -13,13 +13,21 @@
   its owner device and the admin. Unpairing a device leaves its private sessions to the
   admin only (``ON DELETE SET NULL``).
 
+:data:`OWNERS_MIGRATION` (the next one) adds:
+
+- ``api_tokens.scope``: ``trigger``, ``read``, ``viewer`` or ``admin``
+  (:data:`climbd.security.access.TOKEN_SCOPES`); older tokens were triggers.
+- ``sessions.owner_token_id``: the API token that started a recording. A session with
+  neither an owner device nor an owner token belongs to the box (GPIO, hands-free, ingest,
+  sessions recorded before owners existed): only the admin changes its privacy.
+
 Pure SQL text. It lives in the storage layer (which owns the schema); the access-control
 store (:mod:`climbd.security.store`) reads and writes these tables.
 """
 
 from __future__ import annotations
 
-__all__ = ["SECURITY_MIGRATION"]
+__all__ = ["OWNERS_MIGRATION", "SECURITY_MIGRATION"]
 
 SECURITY_MIGRATION = """
     CREATE TABLE devices (
@@ -60,4 +68,11 @@ SECURITY_MIGRATION = """
     ALTER TABLE sessions ADD COLUMN private INTEGER NOT NULL DEFAULT 0
         CHECK (private IN (0, 1));
     CREATE INDEX sessions_owner ON sessions (owner_device_id);
+"""
+
+OWNERS_MIGRATION = """
+    ALTER TABLE api_tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'trigger'
+        CHECK (scope IN ('trigger', 'read', 'viewer', 'admin'));
+    ALTER TABLE sessions ADD COLUMN owner_token_id INTEGER
+        REFERENCES api_tokens (id) ON DELETE SET NULL;
 """

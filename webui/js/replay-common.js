@@ -1,59 +1,9 @@
-// Shared by the sessions and replay pages: API calls with clear errors, formatting, toasts.
-//
-// State-changing requests carry the CSRF token of the paired-device cookie (the security
-// middleware wants it in X-CSRF-Token, copied from the readable `climbd_csrf` cookie).
+// Shared by the sessions and replay pages: formatting and toasts. API calls: ./api.js (re-
+// exported here for the older imports); toasts go to the shell's toast zone (./shell.js).
 
-/** An API failure with the server's message and HTTP status (0 = network). */
-export class ApiError extends Error {
-  constructor(status, message, code) {
-    super(message);
-    this.status = status;
-    this.code = code || "";
-  }
-}
+import { shell } from "./shell.js";
 
-function csrfToken() {
-  const m = document.cookie.match(/(?:^|;\s*)climbd_csrf=([^;]+)/);
-  return m ? decodeURIComponent(m[1]) : null;
-}
-
-/** Human text for a failed request (what the tablet shows). */
-export function explain(status, body, fallback) {
-  if (status === 401) return "This tablet is not paired yet: open Pair (/pair) to pair it.";
-  if (status === 403) return (body && body.message) || "Not allowed on this tablet.";
-  if (status === 429) return "The appliance is busy; try again in a moment.";
-  return (body && (body.message || body.detail)) || fallback || `Error ${status}`;
-}
-
-/**
- * fetch() for the JSON API. Returns parsed JSON (or the Response when `raw`).
- * Throws ApiError with the server's message on any non-2xx status or network failure.
- */
-export async function api(path, { method = "GET", body, raw = false, signal } = {}) {
-  const headers = {};
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (method !== "GET" && method !== "HEAD") {
-    const token = csrfToken();
-    if (token) headers["X-CSRF-Token"] = token;
-  }
-  let res;
-  try {
-    res = await fetch(path, {
-      method, headers, signal, credentials: "same-origin",
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-  } catch (err) {
-    if (err && err.name === "AbortError") throw err;
-    throw new ApiError(0, "The appliance cannot be reached (network).", "network");
-  }
-  if (!res.ok) {
-    const data = await res.json().catch(() => null);
-    throw new ApiError(res.status, explain(res.status, data, res.statusText),
-      data && data.error);
-  }
-  if (raw) return res;
-  return res.status === 204 ? null : res.json();
-}
+export { ApiError, api, explain } from "./api.js";
 
 /** 75.3 -> "1:15", 3725 -> "1:02:05". */
 export function formatDuration(s) {
@@ -92,16 +42,9 @@ export function statusText(session) {
   }
 }
 
-let toastTimer = null;
-/** Show a short message in the page's #toast element. */
-export function toast(text, kind = "info") {
-  const el = document.getElementById("toast");
-  if (!el) return;
-  el.textContent = text;
-  el.dataset.kind = kind;
-  el.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { el.hidden = true; }, 4000);
+/** Show a short message in the shell's toast zone (kind "info", "ok" or "error"). */
+export function toast(text, kind = "info", action = null) {
+  shell.toast(text, { kind, action });
 }
 
 /** Clamp x into [lo, hi]. */

@@ -1,18 +1,29 @@
-// The replay page (/ui/replay.html?id=N[&mode=ghost][&t=seconds][&speed=x]): one session,
+// The replay page (/ui/replay.html?id=N[&mode=ghost][&t=seconds][&speed=x][&loop=1][&play=1]):
+// one session,
 // either its own video with its skeleton (RecordedPlayer) or its skeleton as a ghost over the
 // live camera (GhostView). Every failure ends in a message on the page, never a blank one.
 //
 // Keys: Space/K play-pause, ← → one frame, Shift+← → or J/L one second, ↑ ↓ speed,
 // S skeleton, G switch view, Home/End first/last frame. Touch: tap the picture to play or
 // pause, drag across it to move frame by frame (a jog wheel), big buttons for the rest.
+//
+// `t` opens at that time (seconds from the session start, e.g. an attempt's start_s);
+// `loop=1` loops; `play=1` starts playing; the speed last chosen on this screen is kept
+// (localStorage) unless `speed` is given. Export / Share opens the export dialog (kinds: with
+// skeleton, as recorded, slowed, pose CSV/JSON; progress from GET /api/exports/{id}), then a
+// share link shown as a full-screen QR code (the server's /s/{token}/qr.svg).
 
 import { api, clamp, formatClock, formatDate, formatDuration, statusText, toast } from "./replay-common.js";
+import { ExportDialog } from "./export-share.js";
+import { initShell } from "./shell.js";
 import { GhostView } from "./replay-ghost.js";
 import { MAX_RATE, MIN_RATE, RATES, RecordedPlayer } from "./replay-player.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(window.location.search);
 const JOG_PX_PER_FRAME = 14;
+const SPEED_KEY = "climbd.replay.speed";
+const shell = initShell({ page: "replay", title: "Replay" });
 
 const state = {
   session: null,
@@ -42,7 +53,7 @@ function hideMessage() {
 async function main() {
   const raw = params.get("id");
   if (!raw || !/^\d{1,15}$/.test(raw)) {
-    $("title").textContent = "Replay";
+    shell.setTitle("Replay");
     showMessage("No session was chosen: pick one from the sessions list.");
     return;
   }
@@ -50,7 +61,7 @@ async function main() {
   try {
     state.session = await api(`/api/sessions/${id}`);
   } catch (err) {
-    $("title").textContent = `Session ${id}`;
+    shell.setTitle(`Session ${id}`);
     showMessage(err.status === 404
       ? `Session ${id} does not exist: it may have been deleted.`
       : `Session ${id} cannot be opened: ${err.message}`);
@@ -59,9 +70,8 @@ async function main() {
   }
   const s = state.session;
   document.title = `${s.name} — climbd replay`;
-  $("title").textContent = s.name;
-  $("subtitle").textContent = [s.climber, formatDate(s.created_at), formatDuration(s.duration_s),
-    statusText(s)].filter(Boolean).join(" · ");
+  shell.setTitle(s.name, [s.climber, formatDate(s.created_at), formatDuration(s.duration_s),
+    statusText(s)].filter(Boolean).join(" · "));
   $("mode-ghost").disabled = !(s.frames_with_pose > 0);
   await setMode(params.get("mode") === "ghost" && s.frames_with_pose > 0 ? "ghost" : "replay");
 }
@@ -143,15 +153,26 @@ async function openReplay() {
   });
   if (state.message) return;
   $("replay-controls").hidden = false;
-  const speed = params.get("speed");
+  let speed = params.get("speed");
+  if (speed === null) {
+    try { speed = localStorage.getItem(SPEED_KEY); } catch { speed = null; }
+  }
   if (speed !== null) {
     const err = player.setRate(Number(speed));
-    if (err) toast(err, "error");
+    if (err && params.get("speed") !== null) toast(err, "error");
   }
+  setLoop(params.get("loop") === "1");
   showSpeed();
   const t = params.get("t");
   const note = t !== null ? player.seekTime(Number(t)) : (player.seekFrame(0), null);
   if (note) toast(note, "error");
+  if (params.get("play") === "1") player.play();
+}
+
+function setLoop(on) {
+  const v = $("video");
+  v.loop = on;
+  $("loop").setAttribute("aria-pressed", String(on));
 }
 
 function showFrame(index) {
@@ -200,8 +221,10 @@ function wireReplayControls() {
     b.addEventListener("click", () => {
       const err = p() && p().setRate(Number(b.dataset.speed));
       if (err) toast(err, "error");
+      else try { localStorage.setItem(SPEED_KEY, b.dataset.speed); } catch { /* private mode */ }
     });
   }
+  $("loop").addEventListener("click", () => setLoop(!$("video").loop));
   $("skeleton").addEventListener("click", (e) => {
     if (!p()) return;
     const on = !p().overlay.enabled;
@@ -245,6 +268,7 @@ function wireReplayControls() {
 }
 
 function onKey(e) {
+  if (document.querySelector("dialog[open]")) return; // the export or QR dialog has the keys
   const el = e.target;
   if (el && ((el.tagName === "INPUT" && el.type !== "range") || el.tagName === "TEXTAREA")) return;
   // a focused button or timeline already acts on these keys itself: do not act twice
@@ -413,6 +437,8 @@ function stopRecordingPoll() {
 $("mode-replay").addEventListener("click", () => setMode("replay"));
 $("mode-ghost").addEventListener("click", () => setMode("ghost"));
 $("message-ghost").addEventListener("click", () => setMode("ghost"));
+const exporter = new ExportDialog(shell, () => state.session);
+$("export").addEventListener("click", () => { if (state.player) state.player.pause(); exporter.open(); });
 document.addEventListener("keydown", onKey);
 wireReplayControls();
 wireGhostControls();
@@ -424,5 +450,5 @@ document.addEventListener("visibilitychange", () => {
 window.addEventListener("pagehide", () => { if (state.ghost) state.ghost.stop(); });
 
 // For diagnostics and the browser tests.
-window.replay = { state, player: null, ghost: null, limits: { MIN_RATE, MAX_RATE } };
+window.replay = { state, player: null, ghost: null, exporter, shell, limits: { MIN_RATE, MAX_RATE } };
 main().catch((err) => showMessage(`The replay failed to open: ${err.message || err}`));

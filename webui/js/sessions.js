@@ -2,9 +2,14 @@
 // a time as the list scrolls (GET /api/sessions?limit=&offset=), with a thumbnail
 // (GET /api/sessions/{id}/thumbnail, lazily), name, climber, date and duration. A card opens
 // the detail dialog: edit name/climber/description (PATCH), replay, ghost over live, delete
-// after a confirmation (DELETE removes the video and pose data on the appliance).
+// after a confirmation (DELETE removes the video and pose data on the appliance; admin only),
+// pin (never deleted automatically) and private (only this screen and the admin see it).
+// Actions the caller's role cannot use are not shown (data-needs, see ./shell.js).
 
 import { api, formatDate, formatDuration, statusText, toast } from "./replay-common.js";
+import { initShell } from "./shell.js";
+
+const shell = initShell({ page: "sessions", title: "Sessions" });
 
 const $ = (id) => document.getElementById(id);
 export const PAGE_SIZE = 24;
@@ -30,8 +35,10 @@ function hideBanner() {
 
 function updateCount() {
   const shown = state.items.size;
-  $("count").textContent = state.total === null ? ""
+  const count = state.total === null ? ""
     : state.total === 0 ? "none yet" : `${shown} of ${state.total}`;
+  $("count").textContent = count;
+
   $("empty").hidden = state.total !== 0;
   $("more").hidden = state.done || state.total === null;
 }
@@ -48,6 +55,7 @@ async function loadPage() {
     hideBanner();
     state.total = page.total;
     state.offset += page.items.length;
+    if (state.offset === page.items.length && page.items.length) showReplayLast(page.items);
     for (const s of page.items) {
       if (state.items.has(s.id)) continue; // a new session shifted the pages: skip repeats
       state.items.set(s.id, s);
@@ -66,6 +74,13 @@ async function loadPage() {
   // a tall screen may show the sentinel already: keep filling it (not after a failure:
   // the banner's Retry button does that)
   if (ok && !state.done && sentinelVisible()) loadPage();
+}
+
+function showReplayLast(items) {
+  const last = items.find((s) => s.video_url && s.status !== "recording");
+  const a = $("replay-last");
+  a.hidden = !last;
+  if (last) a.href = `/ui/replay.html?id=${last.id}&loop=1`;
 }
 
 function sentinelVisible() {
@@ -190,8 +205,56 @@ async function openDetail(id) {
   ghost.href = `/ui/replay.html?id=${s.id}&mode=ghost`;
   ghost.hidden = !(s.frames_with_pose > 0);
   $("detail-delete").disabled = s.status === "recording";
+  showPin(s);
+  showPrivacy(s);
   window.history.replaceState(null, "", `#id=${s.id}`);
   if (!$("detail").open) $("detail").showModal();
+}
+
+function showPin(s) {
+  const b = $("detail-pin");
+  b.setAttribute("aria-pressed", String(Boolean(s.pinned)));
+  b.textContent = s.pinned ? "Pinned: kept" : "Pin (keep)";
+}
+
+async function showPrivacy(s) {
+  const b = $("detail-private");
+  b.hidden = true;
+  if (!shell.can("wall")) return;
+  try {
+    const p = await api(`/api/sessions/${s.id}/privacy`);
+    const mine = shell.me && shell.me.device && p.owner_device_id === shell.me.device.id;
+    b.hidden = !(shell.can("admin") || p.owner_device_id === null || mine);
+    b.setAttribute("aria-pressed", String(p.private));
+    b.textContent = p.private ? "Private: only this screen" : "Make private";
+  } catch { /* leave it hidden */ }
+}
+
+async function togglePin() {
+  const s = state.current;
+  if (!s) return;
+  try {
+    const updated = await api(`/api/sessions/${s.id}`, { method: "PATCH", body: { pinned: !s.pinned } });
+    state.current = updated;
+    replaceCard(updated);
+    showPin(updated);
+    toast(updated.pinned ? "Pinned: it is never deleted automatically." : "Unpinned.", "ok");
+  } catch (err) {
+    $("detail-error").textContent = err.message;
+  }
+}
+
+async function togglePrivate() {
+  const s = state.current;
+  if (!s) return;
+  const on = $("detail-private").getAttribute("aria-pressed") !== "true";
+  try {
+    await api(`/api/sessions/${s.id}/privacy`, { method: "PUT", body: { private: on } });
+    await showPrivacy(s);
+    toast(on ? "Private: only this screen and the admin see it." : "Visible to every paired screen.", "ok");
+  } catch (err) {
+    $("detail-error").textContent = err.message;
+  }
 }
 
 function closeDetail() {
@@ -261,18 +324,21 @@ async function confirmDelete() {
 // -- page -----------------------------------------------------------------------------------
 $("more").addEventListener("click", loadPage);
 $("refresh").addEventListener("click", reload);
-$("banner-retry").addEventListener("click", () => { hideBanner(); loadPage(); });
+$("banner-retry").addEventListener("click", () => loadPage()); // the banner goes once it loads
 $("detail-form").addEventListener("submit", saveDetail);
 $("detail-close").addEventListener("click", closeDetail);
 $("detail").addEventListener("close", () => { state.current = null; });
 $("detail-delete").addEventListener("click", askDelete);
 $("confirm-cancel").addEventListener("click", () => $("confirm").close());
 $("confirm-delete").addEventListener("click", confirmDelete);
+$("detail-pin").addEventListener("click", togglePin);
+$("detail-private").addEventListener("click", togglePrivate);
+shell.addEventListener("online", () => { if (state.stats.failures) reload(); });
 
 if ("IntersectionObserver" in window) {
   new IntersectionObserver((entries) => {
     if (entries.some((e) => e.isIntersecting)) loadPage();
-  }, { rootMargin: "400px" }).observe($("sentinel"));
+  }, { root: $("page"), rootMargin: "400px" }).observe($("sentinel")); // #page scrolls
 }
 
 function openFromHash() {
@@ -281,5 +347,5 @@ function openFromHash() {
 }
 window.addEventListener("hashchange", openFromHash);
 
-window.sessionsPage = { state, reload, loadPage, openDetail };
+window.sessionsPage = { state, reload, loadPage, openDetail, shell };
 loadPage().then(openFromHash);

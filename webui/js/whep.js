@@ -14,11 +14,9 @@ const STALL_MS = 5000;
 const BACKOFF_MS = [1000, 2000, 4000, 8000, 15000];
 const UNPAIRED_RETRY_MS = 15000;
 
-/** Headers for a state-changing request: `extra` plus the CSRF token if there is one. */
-export function csrfHeaders(extra = {}) {
-  const m = document.cookie.match(/(?:^|;\s*)climbd_csrf=([^;]+)/);
-  return m ? { ...extra, "X-CSRF-Token": decodeURIComponent(m[1]) } : { ...extra };
-}
+import { csrfHeaders } from "./api.js";
+
+export { csrfHeaders };
 
 export class WhepPlayer extends EventTarget {
   constructor(url = "/api/whep") {
@@ -122,7 +120,8 @@ export class WhepPlayer extends EventTarget {
       }
       if (res.status !== 201) {
         const body = await res.json().catch(() => ({}));
-        throw new Error(body.detail || `WHEP ${res.status}`);
+        throw new Error(res.status === 404 ? "WHEP 404: no such endpoint"
+          : body.message || body.detail || `WHEP ${res.status}`);
       }
       const location = res.headers.get("Location");
       this.location = location ? new URL(location, new URL(this.url, window.location.href)).href : null;
