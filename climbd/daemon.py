@@ -146,7 +146,8 @@ class Daemon:
         # what the security middleware grants its caller (climbd.visibility fails closed).
         with viewing(SYSTEM):
             await self._build_services()
-        await self._serve()
+        with viewing(None):  # requests start from nobody, whoever called start()
+            await self._serve()
         # 11. ready
         if not self.safe_mode:
             await asyncio.to_thread(self.pipeline.capture.opened.wait, 15.0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,15 @@ pytestmark = pytest.mark.integration
 
 STAND = template()
 CLIMB = template(arms_up=True, right_foot_up_m=0.3)
+
+
+@pytest.fixture(autouse=True)
+def _as_system() -> Iterator[None]:
+    """These tests also read the catalog directly, as the appliance does: outside a request
+    nothing is visible (climbd.visibility fails closed) unless the system viewer is set.
+    Requests still see only what their caller may (the daemon serves them from nobody)."""
+    with viewing(SYSTEM):
+        yield
 
 
 def scene() -> Scene:
@@ -134,11 +144,6 @@ async def _scalar(db: Database, sql: str) -> Any:
 
 
 async def test_attempt_tables_are_a_migration(tmp_path: Path) -> None:
-    with viewing(SYSTEM):  # the test acts for the appliance (climbd.visibility)
-        await _migration_checks(tmp_path)
-
-
-async def _migration_checks(tmp_path: Path) -> None:
     db = await Database.open(tmp_path / "c.db")
     try:
         assert await _scalar(db, "PRAGMA user_version") == len(MIGRATIONS)
