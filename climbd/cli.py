@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from climbd import __version__
-from climbd.config import Config, load_config, resolve_state_dir, with_overrides
+from climbd.config import (
+    Config,
+    config_file_keys,
+    config_sources,
+    load_config,
+    resolve_state_dir,
+    with_overrides,
+)
 from climbd.errors import ClimbdError, ConfigError
 from climbd.statedir import StateDir
 from climbd.visibility import SYSTEM, viewing
@@ -121,6 +128,10 @@ def _run(args: argparse.Namespace) -> int:
     _setup_logging(config.log_level)
     state_dir = resolve_state_dir(args.state_dir)
     daemon = Daemon(config, state_dir, safe_mode=safe_mode)
+    daemon.config_sources = config_sources(
+        set() if safe_mode else config_file_keys(args.config),
+        overrides if not safe_mode else {k: v for k, v in overrides.items()
+                                         if k.startswith("server.")})
     asyncio.run(daemon.run_forever())
     return 0
 

@@ -45,7 +45,7 @@ from aiohttp import web
 from climbd.attempt_service import AttemptService
 from climbd.broadcast import Broadcast
 from climbd.capture import FrameSource
-from climbd.config import Config
+from climbd.config import Config, ConfigSource
 from climbd.export.jobs import ExportManager
 from climbd.ghost.live import GhostService
 from climbd.pipeline import Pipeline
@@ -58,6 +58,7 @@ from climbd.services import Services
 from climbd.statedir import StateDir
 from climbd.storage import Database
 from climbd.streaming import WhepEndpoint
+from climbd.sysinfo import CpuMeter, SystemInfo
 from climbd.video import EncodedPacket, VideoStreamInfo
 from climbd.visibility import SYSTEM, viewing
 
@@ -100,6 +101,8 @@ class Daemon:
         self.services: Services | None = None
         self.app: web.Application | None = None
         self.port: int | None = None
+        #: where each non-default config key came from ("file"/"cli"; set by ``climbd run``)
+        self.config_sources: dict[str, ConfigSource] = {}
         #: health entries of the services, registered by :meth:`add_health`: name -> fn
         self._health_sources: dict[str, Callable[[], Any]] = {"viewers": lambda: 0}
         self._runner: web.AppRunner | None = None
@@ -189,7 +192,9 @@ class Daemon:
         sec = cfg.security
         self.live = WhepEndpoint(self, cfg.webrtc, cfg.video.keyframe_interval_s,
                                  message_limit=(sec.messages_per_s, sec.messages_burst),
-                                 channel_handlers={"ghost": self.ghost.on_message})
+                                 channel_handlers={"ghost": self.ghost.on_message},
+                                 history=self.recorder.buffer,
+                                 delay_default_s=cfg.live.delay_s)
         self.live.start()
         live = self.live
         self.add_health("viewers", lambda: live.viewers)
@@ -220,7 +225,8 @@ class Daemon:
         self.services = Services(
             config=cfg, paths=self.paths, db=self.db, recorder=self.recorder,
             health=self.health, exports=self.exports, live=self.live, ghost=self.ghost,
-            media=self.media, auth=self.auth, attempts=self.attempts)
+            media=self.media, auth=self.auth, attempts=self.attempts,
+            system=SystemInfo(CpuMeter(), self.config_sources))
         self.app = create_app(self.services)
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                      **runner_options(cfg))

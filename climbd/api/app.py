@@ -88,9 +88,11 @@ def create_app(services: Services) -> web.Application:
     from climbd.api import (
         attempts,
         auth,
+        delayed,
         exports,
         ghost,
         live,
+        operator,
         recordings,
         replay,
         sessions,
@@ -110,14 +112,17 @@ def create_app(services: Services) -> web.Application:
     _put(app, keys.GHOST, services.ghost)
     _put(app, keys.MEDIA, services.media)
     _put(app, keys.AUTH_STORE, services.auth)
+    _put(app, keys.SYSTEM, services.system)
     _put(app, keys.ATTEMPTS, services.attempts)
     auth.add_routes(app)  # the security layer (climbd.security) and the /api/auth routes
     system.add_routes(app)
+    operator.add_routes(app)
     recordings.add_routes(app)
     sessions.add_routes(app)
     attempts.add_routes(app)
     exports.add_routes(app)
     shares.add_routes(app)
+    delayed.add_routes(app)  # /api/whep/delayed before /api/whep/{id}
     whep.add_routes(app)
     live.add_routes(app)
     replay.add_routes(app)

@@ -40,7 +40,9 @@ async def stop(request: web.Request) -> web.Response:
 @operation("Save the last N seconds (pre-roll) as a completed session", tags=("recordings",),
            request=SaveLastRequest,
            responses={201: ("The saved session", SessionOut), 409: ("Recording", ErrorBody),
-                      422: ("Invalid body", ErrorBody), 503: ("No video yet", ErrorBody),
+                      422: ("Invalid body, or more seconds than recording.buffer_s",
+                            ErrorBody),
+                      503: ("No video yet", ErrorBody),
                       507: ("Free space below retention.floor_mb", ErrorBody)},
            access="token")
 async def save_last(request: web.Request, body: SaveLastRequest) -> web.Response:
