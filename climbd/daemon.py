@@ -60,6 +60,7 @@ from climbd.storage import Database
 from climbd.streaming import WhepEndpoint
 from climbd.sysinfo import CpuMeter, SystemInfo
 from climbd.video import EncodedPacket, VideoStreamInfo
+from climbd.visibility import SYSTEM, viewing
 
 __all__ = ["Daemon"]
 
@@ -143,6 +144,21 @@ class Daemon:
             StorageError: the state directory or database cannot be used.
             OSError: the HTTP port cannot be bound.
         """
+        # The services act for the appliance: they (and the tasks they create) see every
+        # session. The HTTP server is started outside this scope, so a request sees only
+        # what the security middleware grants its caller (climbd.visibility fails closed).
+        with viewing(SYSTEM):
+            await self._build_services()
+        with viewing(None):  # requests start from nobody, whoever called start()
+            await self._serve()
+        # 11. ready
+        if not self.safe_mode:
+            await asyncio.to_thread(self.pipeline.capture.opened.wait, 15.0)
+        with viewing(SYSTEM):
+            self._start_service()
+
+    async def _build_services(self) -> None:
+        """Steps 1-9 of the boot."""
         loop = asyncio.get_running_loop()
         cfg = self.config
         # 1. state directory and reserve file
@@ -199,7 +215,10 @@ class Daemon:
         else:
             self.pipeline.start()
             self._start_gpio()
-        # 10. HTTP
+
+    async def _serve(self) -> None:
+        """Step 10: the HTTP server over the services."""
+        cfg = self.config
         from climbd.api import create_app
         from climbd.api.server import make_site, runner_options
 
@@ -225,10 +244,6 @@ class Daemon:
             await self.admin_socket.start()
         except OSError as exc:
             log.error("no local admin socket at %s: %s", self.admin_socket.path, exc)
-        # 11. ready
-        if not self.safe_mode:
-            await asyncio.to_thread(self.pipeline.capture.opened.wait, 15.0)
-        self._start_service()
 
     async def _delete_session(self, session_id: int) -> Any:
         """Retention's delete: the recorder's (which refuses the running recording)."""
@@ -257,6 +272,10 @@ class Daemon:
     async def stop(self) -> None:
         """Finalise a running recording, then close every service in reverse boot order
         (HTTP server, ghost, live view, exports, media worker, tasks, pipeline, database)."""
+        with viewing(SYSTEM):
+            await self._stop_services()
+
+    async def _stop_services(self) -> None:
         if self.notifier is not None:
             self.notifier.stopping()
         if self.recorder.recording:

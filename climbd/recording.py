@@ -49,6 +49,7 @@ from climbd.errors import (
 )
 from climbd.pose import Pose
 from climbd.redaction import redact_url
+from climbd.statedir import FRAGMENT_NAME, VIDEO_NAME, StateDir
 from climbd.storage import (
     Database,
     FragmentedMp4Writer,
@@ -62,8 +63,6 @@ __all__ = ["Ballast", "PreRollBuffer", "Recorder"]
 
 log = logging.getLogger(__name__)
 
-FRAGMENT_NAME = "recording.mp4"
-VIDEO_NAME = "video.mp4"
 #: holes in a session's video (camera lost), JSON [{"from_s", "to_s"}] in session seconds
 GAPS_NAME = "gaps.json"
 
@@ -302,6 +301,7 @@ class Recorder:
     ):
         self.db = db
         self.state_dir = state_dir
+        self.paths = StateDir(state_dir)
         self.config = config
         self.buffer = PreRollBuffer(config.buffer_keep_s)
         self._packets = packets
@@ -521,7 +521,7 @@ class Recorder:
             width=info.width, height=info.height, fps=info.fps,
             pre_roll_s=round(max(0.0, now - key.timestamp), 3), video_path="",
         )
-        directory = self.state_dir / "sessions" / str(record.id)
+        directory = self.paths.session_dir(record.id)
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -661,7 +661,7 @@ class Recorder:
         """
         out = []
         for rec in await self.db.recover_interrupted():
-            directory = self.state_dir / "sessions" / str(rec.id)
+            directory = self.paths.session_dir(rec.id)
             fragment = directory / FRAGMENT_NAME
             video = directory / VIDEO_NAME
             video_path, error = None, "interrupted: the daemon stopped while recording"
@@ -689,6 +689,6 @@ class Recorder:
         if self._active is not None and self._active.record.id == session_id:
             raise AlreadyRecording("stop the recording before deleting it")
         record = await self.db.delete_session(session_id)
-        directory = self.state_dir / "sessions" / str(session_id)
+        directory = self.paths.session_dir(session_id)
         await asyncio.to_thread(shutil.rmtree, directory, True)
         return record

@@ -7,7 +7,6 @@ Handlers live in one module per resource (:mod:`.recordings`, :mod:`.sessions`,
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,14 +17,15 @@ from pydantic import ValidationError
 
 from climbd import errors
 from climbd.api import keys
+from climbd.api.openapi import MAX_JSON_BODY, read_json
 from climbd.api.status import status_for
 from climbd.services import Services
 
-__all__ = ["create_app", "error_response", "webui_dir"]
+__all__ = ["create_app", "error_response", "read_json", "webui_dir"]
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 1024 * 1024  # bytes; API bodies are small JSON or SDP
+MAX_BODY = MAX_JSON_BODY  # bytes; API bodies are small JSON or SDP
 
 
 def error_response(status: int, error: str, message: str, details: Any = None
@@ -59,24 +59,6 @@ async def error_middleware(
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal_error", "internal error (see the daemon log)")
-
-
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body ({} when empty).
-
-    Raises:
-        web.HTTPBadRequest: not JSON, or not an object.
-    """
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(text=f"body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise web.HTTPBadRequest(text="body must be a JSON object")
-    return data
 
 
 def webui_dir() -> Path:
