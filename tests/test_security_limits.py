@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from climbd.api import system
+from climbd.api import openapi
 from climbd.security import crypto, jsonsafe
 from tests.securitykit import (
     FAST_SCRYPT,
@@ -107,13 +107,13 @@ async def test_ids_with_non_ascii_digits_are_not_found(tmp_path: Path, media: Pa
 async def test_the_openapi_document_is_built_once(tmp_path: Path, media: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = system.build_document
+    real = openapi.build_document
 
     def counting(*args: Any, **kw: Any) -> Any:
         calls.append(1)
         return real(*args, **kw)
 
-    monkeypatch.setattr(system, "build_document", counting)
+    monkeypatch.setattr(openapi, "build_document", counting)
     async with secure_daemon(tmp_path, **ROOMY) as (_daemon, base), \
             aiohttp.ClientSession() as s:
         bodies = []
