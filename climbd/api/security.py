@@ -106,6 +106,7 @@ CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: (method, route template) of requests that open a live connection (signalling limit).
 SIGNALLING: frozenset[tuple[str, str]] = frozenset({("POST", "/api/whep"),
+                                                    ("POST", "/api/whep/delayed"),
                                                     ("GET", "/api/live")})
 #: Content-Security-Policy of the web UI (CSP Level 3). ``{ws}`` becomes the request's own
 #: ``ws://host wss://host``, since older Safari does not let ``'self'`` cover WebSockets.

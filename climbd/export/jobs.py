@@ -329,7 +329,7 @@ class ExportManager:
             self._jobs[export_id] = job
             # a fresh context: the task must not inherit the viewer of the request (or the
             # finished export) that happened to call _pump; _run enters its requester's
-            task = asyncio.create_task(self._run(job), name=f"export-{export_id}",
+            task = asyncio.create_task(self._run_as_system(job), name=f"export-{export_id}",
                                        context=contextvars.Context())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -427,6 +427,12 @@ class ExportManager:
         return path
 
     # -- running ---------------------------------------------------------------------------
+    async def _run_as_system(self, job: _Job) -> None:
+        """:meth:`_run` as the appliance; only reading the session is done as the
+        requester."""
+        with scope.viewing(scope.SYSTEM):
+            await self._run(job)
+
     async def _run(self, job: _Job) -> None:
         export_id = job.export_id
         requester = self._requesters.pop(export_id, None)
