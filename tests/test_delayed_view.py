@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from climbd.streaming.viewer import Viewer
 from tests.conftest import REPO, STEEPWALL, DaemonProcess
 from tests.securitykit import Agent
+from tests.whep_viewer import Viewer
 
 pytestmark = pytest.mark.media  # a climbd run subprocess with BlazePose
 
@@ -97,8 +97,8 @@ async def wall(daemon: DaemonProcess) -> AsyncIterator[Wall]:
         yield Wall(daemon, tablet, admin)
 
 
-async def _join(tablet: Agent, path: str) -> tuple[Viewer, str]:
-    viewer = Viewer(host_candidates=["127.0.0.1"], decode=False)
+async def _join(tablet: Agent, path: str, landmarks: bool = True) -> tuple[Viewer, str]:
+    viewer = Viewer(host_candidates=["127.0.0.1"], decode=False, landmarks=landmarks)
     resp = await tablet.raw("POST", path, data=await viewer.offer(), headers=SDP)
     async with resp:
         body = await resp.text()
@@ -233,7 +233,8 @@ async def test_one_line_per_delay_and_bad_delays_are_refused(wall: Wall) -> None
     await _buffered(wall, 2.5)
     a, a_at = await _join(tablet, "/api/whep/delayed?delay_s=2")
     b, b_at = await _join(tablet, "/api/whep/delayed?delay_s=2")
-    c, c_at = await _join(tablet, "/api/whep/delayed")  # live.delay_s
+    # live.delay_s, and a plain WHEP player: video only, no data channel in its offer
+    c, c_at = await _join(tablet, "/api/whep/delayed", landmarks=False)
     assert await _poll(lambda: a.frames > 10 and b.frames > 10 and c.frames > 10, 30)
     lines = {line["delay_s"]: line for line in await wall.lines()}
     assert set(lines) == {2.0, DELAY_S} and lines[2.0]["viewers"] == 2
