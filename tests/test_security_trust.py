@@ -20,7 +20,6 @@ from aiohttp import web
 from climbd.api.security import SECURITY, forwarded_client
 from climbd.security import crypto
 from climbd.security.local import AdminClient
-from climbd.streaming.viewer import Viewer
 from climbd.visibility import SYSTEM, viewing
 from tests.securitykit import (
     ADMIN_PASSWORD,
@@ -31,6 +30,7 @@ from tests.securitykit import (
     secure_daemon,
     wait_frames,
 )
+from tests.whep_viewer import Viewer
 
 pytestmark = pytest.mark.integration
 
