@@ -41,13 +41,9 @@ log = logging.getLogger("climbd")
 
 
 def _setup_logging(level: str) -> None:
-    try:
-        from climbd.service import setup_logging
-    except ImportError:  # pragma: no cover
-        logging.basicConfig(level=level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    else:
-        setup_logging(level)
+    from climbd.service import setup_logging
+
+    setup_logging(level)
 
 
 def _parser() -> argparse.ArgumentParser:

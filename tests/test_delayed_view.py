@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from climbd.streaming.viewer import Viewer
 from tests.conftest import REPO, STEEPWALL, DaemonProcess
 from tests.securitykit import Agent
+from tests.whep_viewer import Viewer
 
 pytestmark = pytest.mark.media  # a climbd run subprocess with BlazePose
 
