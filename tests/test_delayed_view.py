@@ -272,3 +272,21 @@ async def test_one_line_per_delay_and_bad_delays_are_refused(wall: Wall) -> None
         async with resp:
             assert resp.status in (401, 403), await resp.text()
     assert (await wall.health())["live"]["viewers"] == 0
+
+
+async def test_operator_report_names_where_each_setting_came_from(wall: Wall) -> None:
+    """``climbd run --config FILE --source CLIP --port N``: file keys say "file", command-line
+    options "cli", the rest "default" (``GET /api/system``, admin only)."""
+    status, _ = await wall.tablet.req("GET", "/api/system")
+    assert status == 403
+    status, report = await wall.admin.req("GET", "/api/system")
+    assert status == 200, report
+    sources = {e["key"]: e["source"] for e in report["config"]}
+    assert sources["pose.workers"] == sources["recording.buffer_s"] == "file"
+    assert sources["live.delay_s"] == sources["webrtc.host_candidates"] == "file"
+    assert sources["capture.source"] == sources["server.port"] == "cli"
+    assert sources["capture.loop"] == sources["server.host"] == "cli"
+    assert sources["video.bitrate_kbps"] == sources["share.base_url"] == "default"
+    assert report["camera"]["state"] == "running" and report["camera"]["fps"] > 0
+    assert report["pose"]["workers"] == 1 and report["pose"]["fps"] > 0
+    assert report["devices"] and all(d["name"] == "tablet" for d in report["devices"])
