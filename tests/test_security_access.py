@@ -49,6 +49,8 @@ ANONYMOUS_ROUTES = {
     ("OPTIONS", "/api/whep"),             # CORS preflight (WHEP §4.3): no credentials
     ("GET", "/api/whep"),                 # 204, no representation
     ("OPTIONS", "/api/whep/{id}"),        # CORS preflight
+    ("OPTIONS", "/api/whep/delayed"),     # CORS preflight of the delayed view, as /api/whep
+    ("GET", "/api/whep/delayed"),         # 204, no representation, as /api/whep
 }
 #: Non-API routes (method, template) and their rule: the web UI's static files, the pairing
 #: page, and share links (capability URLs checked by their handler).
