@@ -31,7 +31,7 @@ from climbd.storage import probe
 from climbd.streaming.profiles import preferences
 from climbd.streaming.viewer import Viewer
 from climbd.video import EncodedPacket
-from tests.conftest import SHORT, DaemonProcess
+from tests.conftest import SHORT, DaemonProcess, auth_headers
 from tests.rtsp_support import (
     RtspCamera,
     StreamRecorder,
@@ -124,7 +124,8 @@ def test_recording_is_byte_for_byte_the_cameras_h264(daemon: DaemonProcess,
 def test_whep_viewer_plays_the_cameras_stream(daemon: DaemonProcess) -> None:
     async def watch() -> tuple[int, int, int, str]:
         viewer = Viewer(host_candidates=["127.0.0.1"], landmarks=True)
-        async with aiohttp.ClientSession(base_url=daemon.base) as http:
+        async with aiohttp.ClientSession(base_url=daemon.base,
+                                         headers=auth_headers(daemon.base)) as http:
             offer = await viewer.offer()
             async with http.post("/api/whep", data=offer,
                                  headers={"Content-Type": "application/sdp"}) as r:
