@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, DaemonProcess
+from tests.conftest import REPO, DaemonProcess, auth_headers
 from tests.rtsp_support import RtspCamera, need_rtsp_server, wait_for
 
 pytestmark = pytest.mark.browser
@@ -112,7 +112,8 @@ async def test_inner_live_page_plays_the_cameras_h264(
         v = wait_for(lambda: (v := video())["passthrough"]["profile_level_id"] and v, 20,
                      "camera stream")
         assert v["mode"] == "copy" and v["passthrough"]["profile_level_id"].startswith(plid)
-        page = await browser.new_page(viewport={"width": 1280, "height": 800})
+        page = await browser.new_page(viewport={"width": 1280, "height": 800},
+                                      extra_http_headers=auth_headers(d.base))
         answers: list[str] = []
         whep: list[tuple[int, str]] = []
         offers: list[str] = []
