@@ -292,7 +292,7 @@ async def test_a_private_session_is_invisible_to_other_devices(tmp_path: Path,
 async def _ghost_replies(agent: Agent, sid: int) -> list[dict[str, Any]]:
     """Open a live viewer as ``agent``, ask its data channel for the ghost of ``sid``, and
     return the text replies (hello excluded)."""
-    from climbd.streaming.viewer import Viewer
+    from tests.whep_viewer import Viewer
 
     viewer = Viewer(decode=False)
     try:

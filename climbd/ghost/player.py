@@ -72,6 +72,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from climbd.errors import SessionNotFound, StorageError
+from climbd.security.ratelimit import TokenBucket
 from climbd.storage.posecodec import PoseSeries
 from climbd.streaming.landmarks import encode_landmarks
 
@@ -551,8 +552,7 @@ class GhostPlayer:
         self._closed = False
         self._last_state_at = -math.inf
         self._last_state: str | None = None
-        self._tokens = ERRORS_PER_S
-        self._tokens_at = clock()
+        self._error_bucket = TokenBucket(ERRORS_PER_S, ERRORS_PER_S, clock())
 
     # -- control (synchronous entry point) ---------------------------------------------------
     def control(self, message: dict[str, Any]) -> dict[str, Any] | None:
@@ -599,12 +599,8 @@ class GhostPlayer:
     def error(self, code: str, text: str, seq: int | None = None) -> dict[str, Any] | None:
         """An error reply, or None when error replies are being rate limited."""
         self.errors += 1
-        now = self.clock()
-        self._tokens = min(ERRORS_PER_S, self._tokens + (now - self._tokens_at) * ERRORS_PER_S)
-        self._tokens_at = now
-        if self._tokens < 1:
+        if not self._error_bucket.take(self.clock()):
             return None
-        self._tokens -= 1
         return {"type": "error", "code": code, "error": text, "seq": seq}
 
     def close(self) -> None:
