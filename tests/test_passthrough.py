@@ -29,7 +29,6 @@ from climbd.config import Config
 from climbd.pipeline import Pipeline
 from climbd.storage import probe
 from climbd.streaming.profiles import preferences
-from climbd.streaming.viewer import Viewer
 from climbd.video import EncodedPacket
 from tests.conftest import SHORT, DaemonProcess, auth_headers
 from tests.rtsp_support import (
@@ -39,6 +38,7 @@ from tests.rtsp_support import (
     need_rtsp_server,
     wait_for,
 )
+from tests.whep_viewer import Viewer
 
 pytestmark = pytest.mark.integration
 
