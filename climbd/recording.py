@@ -479,12 +479,16 @@ class Recorder:
 
     # -- commands --------------------------------------------------------------------------
     async def start(self, name: str | None = None, description: str = "", climber: str = "",
-                    pre_roll_s: float | None = None) -> SessionRecord:
+                    pre_roll_s: float | None = None,
+                    owner: tuple[int | None, int | None] = (None, None)) -> SessionRecord:
         """Start recording, reaching ``pre_roll_s`` seconds into the past (default: config).
 
         The start is the latest buffered keyframe at or before ``now - pre_roll_s`` (so up to
         one GOP more than asked, and no more than is buffered); the returned record's
         ``pre_roll_s`` is what was really included.
+
+        ``owner`` is (device id, API token id) of who started it; (None, None) is the box
+        itself (GPIO, hands-free): only the admin changes the privacy of those.
 
         Raises:
             AlreadyRecording: a session is recording.
@@ -492,10 +496,11 @@ class Recorder:
             DiskFullError, StorageError: the session cannot be created.
         """
         async with self._lock:
-            return await self._start(name, description, climber, pre_roll_s)
+            return await self._start(name, description, climber, pre_roll_s, owner)
 
     async def _start(self, name: str | None, description: str, climber: str,
-                     pre_roll_s: float | None) -> SessionRecord:
+                     pre_roll_s: float | None,
+                     owner: tuple[int | None, int | None] = (None, None)) -> SessionRecord:
         if self._active is not None:
             raise AlreadyRecording(f"session {self._active.record.id} is already recording")
         if self.preflight is not None:
@@ -520,6 +525,7 @@ class Recorder:
             name=name or "", description=description, climber=climber, source=self._source,
             width=info.width, height=info.height, fps=info.fps,
             pre_roll_s=round(max(0.0, now - key.timestamp), 3), video_path="",
+            owner_device_id=owner[0], owner_token_id=owner[1],
         )
         directory = self.paths.session_dir(record.id)
         try:
@@ -564,7 +570,8 @@ class Recorder:
             return await self._finish(a, "completed", None)
 
     async def save_last(self, seconds: float | None = None, name: str | None = None,
-                        description: str = "", climber: str = "") -> SessionRecord:
+                        description: str = "", climber: str = "",
+                        owner: tuple[int | None, int | None] = (None, None)) -> SessionRecord:
         """Save the last ``seconds`` (default: the pre-roll) as a completed session.
 
         Saves what the buffer holds (less right after start-up); the record's
@@ -580,7 +587,7 @@ class Recorder:
                 f"cannot save the last {secs:g} s: the buffer keeps {self.buffer.keep_s:g} s "
                 f"(recording.buffer_s); {self.buffer.seconds:.0f} s are buffered now")
         async with self._lock:
-            await self._start(name or "", description, climber, secs)
+            await self._start(name or "", description, climber, secs, owner)
         return await self.stop()
 
     async def _fail(self, reason: str) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 
 from aiortc import RTCDataChannel
 
+from climbd.security import jsonsafe
 from climbd.security.ratelimit import TokenBucket
 from climbd.streaming.feed import LandmarkSource
 from climbd.streaming.landmarks import hello_message, pack_message
@@ -198,7 +199,7 @@ class LandmarkChannel:
             return self._error(f"message longer than {MAX_CLIENT_MESSAGE} characters",
                                "too-large")
         try:
-            data = json.loads(message)
+            data = jsonsafe.loads(message)  # nesting limit: no RecursionError
         except ValueError:
             return self._error("message is not JSON", "bad-json")
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
