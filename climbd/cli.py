@@ -20,8 +20,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from climbd import __version__
-from climbd.config import Config, load_config, resolve_state_dir, with_overrides
+from climbd.config import (
+    Config,
+    config_file_keys,
+    config_sources,
+    load_config,
+    resolve_state_dir,
+    salvage_config,
+    with_overrides,
+)
 from climbd.errors import ClimbdError, ConfigError
+from climbd.statedir import StateDir
+from climbd.visibility import SYSTEM, viewing
 
 if TYPE_CHECKING:
     from climbd.security.local import AdminClient
@@ -32,13 +42,9 @@ log = logging.getLogger("climbd")
 
 
 def _setup_logging(level: str) -> None:
-    try:
-        from climbd.service import setup_logging
-    except ImportError:  # pragma: no cover
-        logging.basicConfig(level=level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    else:
-        setup_logging(level)
+    from climbd.service import setup_logging
+
+    setup_logging(level)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -111,14 +117,23 @@ def _run(args: argparse.Namespace) -> int:
     try:
         config = with_overrides(load_config(args.config), overrides)
     except ConfigError as exc:
-        if args.strict:
+        if args.strict or args.config is None:
             raise
+        # safe mode keeps every valid section of the owner's file (TLS included, or no
+        # start at all), and never deletes anything (climbd.config.salvage_config)
+        salvaged, kept_problems = salvage_config(args.config)
         safe_mode = str(exc)
-        config = with_overrides(Config(), {k: v for k, v in overrides.items()
+        if kept_problems:
+            safe_mode += " — " + "; ".join(kept_problems)
+        config = with_overrides(salvaged, {k: v for k, v in overrides.items()
                                            if k.startswith("server.")})
     _setup_logging(config.log_level)
     state_dir = resolve_state_dir(args.state_dir)
     daemon = Daemon(config, state_dir, safe_mode=safe_mode)
+    daemon.config_sources = config_sources(
+        set() if safe_mode else config_file_keys(args.config),
+        overrides if not safe_mode else {k: v for k, v in overrides.items()
+                                         if k.startswith("server.")})
     asyncio.run(daemon.run_forever())
     return 0
 
@@ -128,8 +143,9 @@ async def _ingest(args: argparse.Namespace, config: Config) -> int:
     from climbd.storage import Database
 
     state_dir = resolve_state_dir(args.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    db = await Database.open(state_dir / "climbd.db")
+    paths = StateDir(state_dir)
+    paths.create()
+    db = await Database.open(paths.db)
     failures = 0
     try:
         for video in args.videos:
@@ -174,9 +190,9 @@ async def _pair(args: argparse.Namespace, config: Config) -> int:
     except AdminSocketError as exc:
         if exc.status:
             raise ClimbdError(str(exc)) from None
-        state_dir = resolve_state_dir(args.state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
-        db = await Database.open(state_dir / "climbd.db")
+        paths = StateDir(resolve_state_dir(args.state_dir))
+        paths.create()
+        db = await Database.open(paths.db)
         try:
             code, _expires = await AuthStore(db).create_code(kind, ttl, "cli",
                                                              digits=CLI_CODE_DIGITS)
@@ -247,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "pair":
-            return asyncio.run(_pair(args, load_config(args.config)))
+            with viewing(SYSTEM):  # the CLI acts for the appliance (climbd.visibility)
+                return asyncio.run(_pair(args, load_config(args.config)))
         if args.command == "token":
             return _token(args)
         if args.command == "admin-password":
@@ -259,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ingest":
             config = load_config(args.config)
             logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-            return asyncio.run(_ingest(args, config))
+            with viewing(SYSTEM):
+                return asyncio.run(_ingest(args, config))
     except ConfigError as exc:
         print(f"climbd: {exc}", file=sys.stderr)
         return 2

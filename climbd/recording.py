@@ -3,8 +3,9 @@
 The :class:`Recorder` consumes the pipeline's broadcasts on the event loop:
 
 - every :class:`~climbd.video.EncodedPacket` and every :class:`~climbd.pose.Pose` first goes
-  into the :class:`PreRollBuffer`, which keeps the last ``pre_roll_s`` seconds (plus the
-  GOP that reaches back to a keyframe) in memory;
+  into the :class:`PreRollBuffer`, which keeps the last ``buffer_s`` seconds (plus the
+  GOP that reaches back to a keyframe) in memory; the delayed live view
+  (:mod:`climbd.streaming.delay`) replays its packets too;
 - while a session records, packets go to a writer thread that appends them to a fragmented
   MP4 (one fragment per GOP, so a kill -9 loses at most the last second or two), and pose
   rows are committed to SQLite as one binary chunk per ``commit_interval_s`` (≤ 1 s).
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -40,6 +42,7 @@ from climbd.broadcast import Broadcast, Subscription
 from climbd.config import RecordingConfig
 from climbd.errors import (
     AlreadyRecording,
+    BeyondBuffer,
     DiskFullError,
     NoMediaYet,
     NotRecording,
@@ -47,6 +50,7 @@ from climbd.errors import (
 )
 from climbd.pose import Pose
 from climbd.redaction import redact_url
+from climbd.statedir import FRAGMENT_NAME, VIDEO_NAME, StateDir
 from climbd.storage import (
     Database,
     FragmentedMp4Writer,
@@ -60,11 +64,36 @@ __all__ = ["Ballast", "PreRollBuffer", "Recorder"]
 
 log = logging.getLogger(__name__)
 
-FRAGMENT_NAME = "recording.mp4"
-VIDEO_NAME = "video.mp4"
 #: holes in a session's video (camera lost), JSON [{"from_s", "to_s"}] in session seconds
 GAPS_NAME = "gaps.json"
 
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """True if ``exc`` (or what caused it) says the disk is full: DiskFullError, ENOSPC or
+    EDQUOT. EMFILE/ENFILE ("too many open files") are not a full disk."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, DiskFullError):
+            return True
+        if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def describe_failure(exc: BaseException | None) -> str:
+    """A recording failure in words; file-descriptor exhaustion (EMFILE/ENFILE) is named as
+    such, with what to do, so it is never mistaken for a full disk."""
+    cur, seen = exc, 0
+    while cur is not None and seen < 5:
+        if getattr(cur, "errno", None) in (errno.EMFILE, errno.ENFILE):
+            return (f"too many open files (the process's file-descriptor limit, LimitNOFILE; "
+                    f"not a full disk): {exc}")
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return str(exc)
 
 class PreRollBuffer:
     """The last ``keep_s`` seconds of packets and poses, cut at keyframes.
@@ -73,14 +102,26 @@ class PreRollBuffer:
     with a keyframe and holds at least ``keep_s`` seconds when that much has been captured.
     """
 
+    #: weight of the newest sample in :attr:`latency_s` (exponential moving average)
+    LATENCY_ALPHA = 0.05
+
     def __init__(self, keep_s: float):
         self.keep_s = keep_s
+        #: capture-to-buffer delay of the packets (encode + hand-off), seconds, smoothed;
+        #: the delayed live view adds it so it is N s behind what live viewers see
+        self.latency_s = 0.0
+        self._latency_known = False
         self.packets: deque[EncodedPacket] = deque()
         self.poses: deque[Pose] = deque()
         self._keys: deque[EncodedPacket] = deque()  # the buffered keyframes, oldest first
 
     def add_packet(self, packet: EncodedPacket) -> None:
         """Append a packet and trim whole GOPs older than ``keep_s`` (O(1) amortised)."""
+        latency = max(0.0, time.monotonic() - packet.timestamp)
+        if self._latency_known:
+            self.latency_s += self.LATENCY_ALPHA * (latency - self.latency_s)
+        else:
+            self.latency_s, self._latency_known = latency, True
         if not self.packets and not packet.keyframe:
             return  # never start the buffer mid-GOP
         self.packets.append(packet)
@@ -95,6 +136,35 @@ class PreRollBuffer:
         oldest = self.packets[0].timestamp
         while self.poses and self.poses[0].timestamp < oldest:
             self.poses.popleft()
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of video buffered now (first to last packet's capture time)."""
+        b = self.packets
+        return b[-1].timestamp - b[0].timestamp if len(b) > 1 else 0.0
+
+    def packets_after(self, t: float) -> list[EncodedPacket]:
+        """Buffered packets captured after ``t`` (monotonic s), oldest first.
+
+        Scans from the newest end, so it costs O(packets returned) when called often.
+        """
+        out: list[EncodedPacket] = []
+        for p in reversed(self.packets):
+            if p.timestamp <= t:
+                break
+            out.append(p)
+        out.reverse()
+        return out
+
+    def poses_after(self, t: float) -> list[Pose]:
+        """Buffered poses captured after ``t`` (monotonic s), oldest first (O(returned))."""
+        out: list[Pose] = []
+        for p in reversed(self.poses):
+            if p.timestamp <= t:
+                break
+            out.append(p)
+        out.reverse()
+        return out
 
     def add_pose(self, pose: Pose) -> None:
         """Append a pose result (dropped if older than the oldest buffered packet)."""
@@ -259,8 +329,9 @@ class Recorder:
     ):
         self.db = db
         self.state_dir = state_dir
+        self.paths = StateDir(state_dir)
         self.config = config
-        self.buffer = PreRollBuffer(config.pre_roll_s)
+        self.buffer = PreRollBuffer(config.buffer_keep_s)
         self._packets = packets
         self._poses = poses
         self._request_keyframe = request_keyframe
@@ -294,23 +365,30 @@ class Recorder:
         return (a.record.id, a.start.timestamp) if a else None
 
     def status(self) -> dict[str, Any]:
-        """Recording state for the health endpoint and the live page."""
+        """Recording state for the health endpoint and the live page.
+
+        Keys: ``state`` ("recording"/"idle"), ``session_id``, ``name``, ``elapsed_s`` (the
+        running session's real duration so far, pre-roll included, s), ``pre_roll_s`` (the
+        pre-roll it included, s; null when idle), ``frames``, ``last_error``,
+        ``last_session_id``, ``pre_roll_available_s`` (video buffered now: the most a start
+        can include, s), ``buffer_max_s`` (``recording.buffer_s``), ``pre_roll_default_s``
+        (``recording.pre_roll_s``).
+        """
         a = self._active
         return {
             "state": "recording" if a else "idle",
             "session_id": a.record.id if a else None,
             "name": a.record.name if a else None,
             "elapsed_s": round(a.duration_s, 3) if a and a.frames else 0.0,
+            "pre_roll_s": a.record.pre_roll_s if a else None,
             "gaps": [list(g) for g in a.gaps] if a else [],
             "frames": a.frames if a else 0,
             "last_error": self.last_error,
             "last_session_id": self.last_session_id,
-            "pre_roll_available_s": round(self._buffered_seconds(), 3),
+            "pre_roll_available_s": round(self.buffer.seconds, 3),
+            "buffer_max_s": self.buffer.keep_s,
+            "pre_roll_default_s": self.config.pre_roll_s,
         }
-
-    def _buffered_seconds(self) -> float:
-        b = self.buffer.packets
-        return b[-1].timestamp - b[0].timestamp if len(b) > 1 else 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -396,7 +474,7 @@ class Recorder:
             if a is None:
                 continue
             if a.writer.error is not None:
-                await self._fail(f"video: {a.writer.error}")
+                await self._fail(f"video: {describe_failure(a.writer.error)}", a.writer.error)
                 continue
             if a.writer.backlog > self.MAX_WRITER_BACKLOG:
                 await self._fail(f"the disk is too slow: {a.writer.backlog} video frames "
@@ -405,7 +483,7 @@ class Recorder:
             try:
                 await self._commit(a)
             except StorageError as exc:
-                await self._fail(f"database: {exc}")
+                await self._fail(f"database: {describe_failure(exc)}", exc)
                 continue
             if a.duration_s >= self.config.max_duration_s:
                 log.info("session %d reached max_duration_s: stopping", a.record.id)
@@ -429,8 +507,16 @@ class Recorder:
 
     # -- commands --------------------------------------------------------------------------
     async def start(self, name: str | None = None, description: str = "", climber: str = "",
-                    pre_roll_s: float | None = None) -> SessionRecord:
+                    pre_roll_s: float | None = None,
+                    owner: tuple[int | None, int | None] = (None, None)) -> SessionRecord:
         """Start recording, reaching ``pre_roll_s`` seconds into the past (default: config).
+
+        The start is the latest buffered keyframe at or before ``now - pre_roll_s`` (so up to
+        one GOP more than asked, and no more than is buffered); the returned record's
+        ``pre_roll_s`` is what was really included.
+
+        ``owner`` is (device id, API token id) of who started it; (None, None) is the box
+        itself (GPIO, hands-free): only the admin changes the privacy of those.
 
         Raises:
             AlreadyRecording: a session is recording.
@@ -438,15 +524,17 @@ class Recorder:
             DiskFullError, StorageError: the session cannot be created.
         """
         async with self._lock:
-            return await self._start(name, description, climber, pre_roll_s)
+            return await self._start(name, description, climber, pre_roll_s, owner)
 
     async def _start(self, name: str | None, description: str, climber: str,
-                     pre_roll_s: float | None) -> SessionRecord:
+                     pre_roll_s: float | None,
+                     owner: tuple[int | None, int | None] = (None, None)) -> SessionRecord:
         if self._active is not None:
             raise AlreadyRecording(f"session {self._active.record.id} is already recording")
         if self.preflight is not None:
             self.preflight()  # e.g. InsufficientStorage below the free-space floor
         pre = self.config.pre_roll_s if pre_roll_s is None else pre_roll_s
+        pre = min(max(0.0, pre), self.buffer.keep_s)
         now = time.monotonic()
         if not self.buffer.packets:
             self._request_keyframe()
@@ -465,8 +553,9 @@ class Recorder:
             name=name or "", description=description, climber=climber, source=self._source,
             width=info.width, height=info.height, fps=info.fps,
             pre_roll_s=round(max(0.0, now - key.timestamp), 3), video_path="",
+            owner_device_id=owner[0], owner_token_id=owner[1],
         )
-        directory = self.state_dir / "sessions" / str(record.id)
+        directory = self.paths.session_dir(record.id)
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -509,25 +598,37 @@ class Recorder:
             return await self._finish(a, "completed", None)
 
     async def save_last(self, seconds: float | None = None, name: str | None = None,
-                        description: str = "", climber: str = "") -> SessionRecord:
+                        description: str = "", climber: str = "",
+                        owner: tuple[int | None, int | None] = (None, None)) -> SessionRecord:
         """Save the last ``seconds`` (default: the pre-roll) as a completed session.
 
+        Saves what the buffer holds (less right after start-up); the record's
+        ``duration_s`` says how much that was.
+
         Raises:
+            BeyondBuffer: ``seconds`` is more than ``recording.buffer_s`` can ever hold.
             AlreadyRecording, NoMediaYet, StorageError: as :meth:`start`.
         """
         secs = self.config.pre_roll_s if seconds is None else seconds
+        if secs > self.buffer.keep_s:
+            raise BeyondBuffer(
+                f"cannot save the last {secs:g} s: the buffer keeps {self.buffer.keep_s:g} s "
+                f"(recording.buffer_s); {self.buffer.seconds:.0f} s are buffered now")
         async with self._lock:
-            await self._start(name or "", description, climber, secs)
+            await self._start(name or "", description, climber, secs, owner)
         return await self.stop()
 
-    async def _fail(self, reason: str) -> None:
+    async def _fail(self, reason: str, exc: BaseException | None = None) -> None:
+        """End the running recording as failed. The reserve file is released only when the
+        disk is really full (ENOSPC, SQLITE_FULL): running out of file descriptors (EMFILE)
+        or any other error keeps it."""
         a = self._active
         if a is None:
             return
         self._active = None
         log.error("session %d failed: %s", a.record.id, reason,
                   extra={"session_id": a.record.id})
-        if self._ballast:
+        if self._ballast and is_disk_full(exc):
             self._ballast.release()
         await self._finish(a, "failed", reason)
 
@@ -539,7 +640,7 @@ class Recorder:
         try:
             await self._commit(a)
         except StorageError as exc:
-            if self._ballast:
+            if self._ballast and is_disk_full(exc):
                 self._ballast.release()
             status, error = "failed", error or f"database: {exc}"
         if a.gaps:
@@ -598,7 +699,7 @@ class Recorder:
         """
         out = []
         for rec in await self.db.recover_interrupted():
-            directory = self.state_dir / "sessions" / str(rec.id)
+            directory = self.paths.session_dir(rec.id)
             fragment = directory / FRAGMENT_NAME
             video = directory / VIDEO_NAME
             video_path, error = None, "interrupted: the daemon stopped while recording"
@@ -626,6 +727,6 @@ class Recorder:
         if self._active is not None and self._active.record.id == session_id:
             raise AlreadyRecording("stop the recording before deleting it")
         record = await self.db.delete_session(session_id)
-        directory = self.state_dir / "sessions" / str(session_id)
+        directory = self.paths.session_dir(session_id)
         await asyncio.to_thread(shutil.rmtree, directory, True)
         return record

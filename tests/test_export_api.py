@@ -27,6 +27,7 @@ from climbd.config import ExportConfig
 from climbd.export.cli import terminal_bar
 from climbd.export.posedata import read_csv, read_json
 from climbd.storage import probe
+from climbd.visibility import SYSTEM, viewing
 from tests.conftest import REPO, STEEPWALL, async_wait_until
 from tests.export_support import (
     add_video_session,
@@ -58,7 +59,8 @@ async def test_every_kind_over_http(tmp_path: Path, media: Path) -> None:
     state = copy_template(tmp_path / "state")
     async with start_daemon(state) as (c, daemon):
         session = (await c.req("GET", "/api/sessions/1"))[1]
-        stored = await daemon.db.poses(1)
+        with viewing(SYSTEM):
+            stored = await daemon.db.poses(1)
         results: dict[str, dict[str, Any]] = {}
         for kind in ("video", "overlay", "csv", "json"):
             status, body = await c.req("POST", "/api/sessions/1/exports", json={"kind": kind})
@@ -211,7 +213,8 @@ async def test_interrupted_and_recording_sessions(tmp_path: Path, media: Path) -
         db = daemon.db
         with_video = await add_video_session(db, state, STEEPWALL, status="interrupted")
         no_video = await db.create_session(width=404, height=720, fps=30.0)
-        w = (await db.poses(1)).slice_time(0, 1.0)
+        with viewing(SYSTEM):
+            w = (await db.poses(1)).slice_time(0, 1.0)
         await db.append_poses(no_video.id, w.frames, w.times, w.image, w.world,
                               frame_count=30, duration_s=1.0)
         await db.finish_session(no_video.id, status="interrupted",

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import math
@@ -54,6 +55,8 @@ from climbd.errors import (
     StorageError,
 )
 from climbd.export.common import ExportResult, Progress, ShouldStop, never
+from climbd.security import scope
+from climbd.statedir import EXPORTS_DIR, StateDir
 from climbd.storage import Database, SessionRecord
 from climbd.storage.exports import EXPORT_KINDS, ExportNotFound, ExportRecord, ExportStore
 
@@ -70,7 +73,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Directory of export files inside the state directory: ``exports/<export id>/<file>``.
-EXPORTS_DIR = "exports"
 #: Slowest overlay speed accepted (0.1 = ten times slower than recorded).
 MIN_SPEED = 0.1
 _EXT = {"video": "mp4", "overlay": "mp4", "csv": "csv", "json": "json"}
@@ -192,12 +194,16 @@ class ExportManager:
         self.db = db
         self.store = ExportStore(db)
         self.state_dir = state_dir
+        self.paths = StateDir(state_dir)
         self.config = config or ExportConfig()
         self._python = python
         self._queue: deque[int] = deque()
         self._jobs: dict[int, _Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._listeners: dict[int, list[Callable[[int, int], None]]] = {}
+        #: who asked for each waiting/running export (their session-visibility scope): the
+        #: job runs as its requester, not as whoever's request happened to start it
+        self._requesters: dict[int, scope.Viewer | None] = {}
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -240,7 +246,7 @@ class ExportManager:
 
     def export_dir(self, export_id: int) -> Path:
         """``<state_dir>/exports/<export_id>``."""
-        return self.state_dir / EXPORTS_DIR / str(export_id)
+        return self.paths.export_dir(export_id)
 
     # -- requests --------------------------------------------------------------------------
     async def validate(self, session_id: int, kind: str, start_s: float | None,
@@ -289,10 +295,7 @@ class ExportManager:
     def _video_file(self, session: SessionRecord) -> Path | None:
         if not session.video_path:
             return None
-        path = (self.state_dir / session.video_path).resolve()
-        if self.state_dir.resolve() not in path.parents or not path.is_file():
-            return None
-        return path
+        return self.paths.resolve_inside(session.video_path)
 
     async def submit(self, session_id: int, kind: str, start_s: float | None = None,
                      end_s: float | None = None, speed: float = 1.0) -> ExportRecord:
@@ -312,6 +315,7 @@ class ExportManager:
                              "waiting: try again later")
         rec = await self.store.create(session_id, kind, start_s=start_s, end_s=end_s,
                                       speed=speed)
+        self._requesters[rec.id] = scope.current()
         self._queue.append(rec.id)
         log.info("export %d queued: session %d %s [%s, %s] speed %g", rec.id, session_id,
                  kind, start_s, end_s, speed, extra={"session_id": session_id})
@@ -323,7 +327,10 @@ class ExportManager:
             export_id = self._queue.popleft()
             job = _Job(export_id)
             self._jobs[export_id] = job
-            task = asyncio.create_task(self._run(job), name=f"export-{export_id}")
+            # a fresh context: the task must not inherit the viewer of the request (or the
+            # finished export) that happened to call _pump; _run enters its requester's
+            task = asyncio.create_task(self._run_as_system(job), name=f"export-{export_id}",
+                                       context=contextvars.Context())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -414,20 +421,32 @@ class ExportManager:
         if rec.status != "done" or not rec.path:
             return None
         path = (self.state_dir / rec.path).resolve()
-        root = (self.state_dir / EXPORTS_DIR).resolve()
+        root = self.paths.exports.resolve()
         if root not in path.parents or not path.is_file():
             return None
         return path
 
     # -- running ---------------------------------------------------------------------------
+    async def _run_as_system(self, job: _Job) -> None:
+        """:meth:`_run` as the appliance; only reading the session is done as the
+        requester."""
+        with scope.viewing(scope.SYSTEM):
+            await self._run(job)
+
     async def _run(self, job: _Job) -> None:
         export_id = job.export_id
+        requester = self._requesters.pop(export_id, None)
         try:
             try:
+                rec = await self.store.get(export_id)
+                with scope.viewing(requester):
+                    session = await self.db.get_session(rec.session_id)
                 rec = await self.store.update(export_id, status="running", owner_pid=os.getpid())
-                session = await self.db.get_session(rec.session_id)
-            except (ExportError, SessionNotFound) as exc:  # deleted while queued
+            except (ExportError, SessionNotFound) as exc:  # deleted (or hidden) while queued
                 log.info("export %d dropped before it started: %s", export_id, exc)
+                with contextlib.suppress(Exception):
+                    await self.store.update(export_id, status="failed",
+                                            error=f"not started: {exc}")
                 return
             directory = self.export_dir(export_id)
             out = directory / output_name(session, rec.kind, rec.start_s, rec.end_s, rec.speed)

@@ -28,8 +28,9 @@ from typing import Any
 
 from aiortc import RTCDataChannel
 
+from climbd.security import jsonsafe
 from climbd.security.ratelimit import TokenBucket
-from climbd.streaming.feed import LandmarkFeed
+from climbd.streaming.feed import LandmarkSource
 from climbd.streaming.landmarks import hello_message, pack_message
 
 __all__ = ["LABEL", "LandmarkChannel"]
@@ -59,7 +60,7 @@ class LandmarkChannel:
 
     Args:
         channel: the open channel the viewer created.
-        feed: the shared landmark feed.
+        feed: the shared landmark feed (or a delay line: the delayed view).
         rtp_origin: returns the viewer's RTP timestamp origin, or None while unknown.
         message_limit: client messages per second and burst (None = unlimited).
         handlers: client message ``type`` -> :data:`MessageHandler`, for the types this
@@ -71,7 +72,7 @@ class LandmarkChannel:
         malformed: client messages that were not understood.
     """
 
-    def __init__(self, channel: RTCDataChannel, feed: LandmarkFeed,
+    def __init__(self, channel: RTCDataChannel, feed: LandmarkSource,
                  rtp_origin: Callable[[], int | None],
                  message_limit: tuple[float, float] | None = None,
                  handlers: Mapping[str, MessageHandler] | None = None):
@@ -89,8 +90,8 @@ class LandmarkChannel:
         self._task: asyncio.Task[None] | None = None
         self._hello_origin: int | None = None
         self._last_hello = 0.0
-        self._error_tokens = ERROR_REPLIES_PER_S
-        self._error_refill = time.monotonic()
+        self._error_bucket = TokenBucket(ERROR_REPLIES_PER_S, ERROR_REPLIES_PER_S,
+                                         time.monotonic())
         self.sent = 0
         self.skipped = 0
         self.bytes_sent = 0
@@ -139,7 +140,7 @@ class LandmarkChannel:
         self._send(hello_message(
             rtp_origin=origin, epoch=self._feed.epoch,
             width=info.width if info else None, height=info.height if info else None,
-            fps=info.fps if info else None))
+            fps=info.fps if info else None, delay_s=self._feed.delay_s))
 
     async def _run(self) -> None:
         self.send_hello()
@@ -169,7 +170,7 @@ class LandmarkChannel:
 
     # -- what message handlers may use ----------------------------------------------------
     @property
-    def feed(self) -> LandmarkFeed:
+    def feed(self) -> LandmarkSource:
         """The shared landmark feed this channel is fed from."""
         return self._feed
 
@@ -198,7 +199,7 @@ class LandmarkChannel:
             return self._error(f"message longer than {MAX_CLIENT_MESSAGE} characters",
                                "too-large")
         try:
-            data = json.loads(message)
+            data = jsonsafe.loads(message)  # nesting limit: no RecursionError
         except ValueError:
             return self._error("message is not JSON", "bad-json")
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
@@ -224,14 +225,8 @@ class LandmarkChannel:
 
     def _error(self, text: str, code: str) -> dict[str, Any] | None:
         self.malformed += 1
-        now = time.monotonic()
-        self._error_tokens = min(ERROR_REPLIES_PER_S,
-                                 self._error_tokens + (now - self._error_refill)
-                                 * ERROR_REPLIES_PER_S)
-        self._error_refill = now
-        if self._error_tokens < 1:
+        if not self._error_bucket.take(time.monotonic()):
             return None
-        self._error_tokens -= 1
         if self.malformed <= 3 or self.malformed % 100 == 0:
             log.info("live viewer sent a bad data-channel message (%s): %s", code, text)
         return {"type": "error", "code": code, "error": text}
