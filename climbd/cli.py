@@ -1,4 +1,9 @@
-"""Command line: ``climbd run``, ``ingest``, ``export``, ``pair``, ``check-config``.
+"""Command line: ``climbd run``, ``ingest``, ``export``, ``pair``, ``token``,
+``admin-password``, ``check-config``.
+
+``pair``, ``token`` and ``admin-password`` talk to the running daemon over its local admin
+socket (``<state dir>/admin.sock``: root and the service user only); ``pair`` falls back to
+the database when no daemon runs.
 
 Exit codes: 0 success, 1 a runtime failure (bad video, storage), 2 bad usage or config.
 """
@@ -12,11 +17,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from climbd import __version__
 from climbd.config import Config, load_config, resolve_state_dir, with_overrides
 from climbd.errors import ClimbdError, ConfigError
+
+if TYPE_CHECKING:
+    from climbd.security.local import AdminClient
 
 __all__ = ["main"]
 
@@ -68,6 +76,25 @@ def _parser() -> argparse.ArgumentParser:
     pair.add_argument("--config", help="TOML config file (security.pairing_code_ttl_s)")
     pair.add_argument("--state-dir", help="the daemon's state directory, e.g. /var/lib/climbd "
                       "for the systemd service (default as for run)")
+
+    tok = sub.add_parser("token", help="API tokens (Authorization: Bearer) via the running "
+                         "daemon's admin socket")
+    tok_sub = tok.add_subparsers(dest="token_command", required=True)
+    create = tok_sub.add_parser("create", help="make a token and print its secret (once)")
+    create.add_argument("--name", default="token", help="what uses it, e.g. 'red button'")
+    create.add_argument("--scope", default="trigger",
+                        choices=["trigger", "viewer", "read", "admin"],
+                        help="trigger: recording triggers; read: read-only; viewer: read and "
+                        "the live view; admin: everything")
+    tok_sub.add_parser("list", help="list tokens (never their secrets)")
+    revoke = tok_sub.add_parser("revoke", help="revoke a token (its live connections close)")
+    revoke.add_argument("id", type=int)
+    for sp in tok_sub.choices.values():
+        sp.add_argument("--state-dir", help="the daemon's state directory (as for run)")
+
+    pw = sub.add_parser("admin-password", help="set or reset the admin password (read from "
+                        "stdin, or asked for on a terminal) via the admin socket")
+    pw.add_argument("--state-dir", help="the daemon's state directory (as for run)")
 
     chk = sub.add_parser("check-config", help="validate a config file and print the result")
     chk.add_argument("file")
@@ -125,26 +152,86 @@ async def _ingest(args: argparse.Namespace, config: Config) -> int:
     return 1 if failures else 0
 
 
+def _admin_client(state_dir_arg: str | None) -> AdminClient:
+    from climbd.security.local import AdminClient
+
+    return AdminClient(resolve_state_dir(state_dir_arg) / "admin.sock")
+
+
 async def _pair(args: argparse.Namespace, config: Config) -> int:
-    """Store a new pairing code (hashed, with its expiry) in the daemon's database and print
-    it; the running daemon accepts it at once."""
-    from climbd.security.crypto import format_code
+    """Print a new 12-digit pairing code: made by the running daemon over its admin socket,
+    or, with no daemon running, stored (hashed, with its expiry) in its database."""
+    from climbd.security.crypto import CLI_CODE_DIGITS, format_code
+    from climbd.security.local import AdminSocketError
     from climbd.security.store import AuthStore
     from climbd.storage import Database
 
-    state_dir = resolve_state_dir(args.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    db = await Database.open(state_dir / "climbd.db")
+    kind: Literal["device", "admin"] = "admin" if args.admin else "device"
+    ttl = config.security.pairing_code_ttl_s
     try:
-        kind: Literal["device", "admin"] = "admin" if args.admin else "device"
-        ttl = config.security.pairing_code_ttl_s
-        code, _expires = await AuthStore(db).create_code(kind, ttl, "cli")
-    finally:
-        await db.close()
+        answer = _admin_client(args.state_dir).pairing_code(kind)
+        text, ttl = str(answer["code"]), float(answer["ttl_s"])
+    except AdminSocketError as exc:
+        if exc.status:
+            raise ClimbdError(str(exc)) from None
+        state_dir = resolve_state_dir(args.state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        db = await Database.open(state_dir / "climbd.db")
+        try:
+            code, _expires = await AuthStore(db).create_code(kind, ttl, "cli",
+                                                             digits=CLI_CODE_DIGITS)
+        finally:
+            await db.close()
+        text = format_code(code)
     what = ("set or reset the admin password" if args.admin else "pair a wall tablet")
-    print(format_code(code), flush=True)
+    print(text, flush=True)
     print(f"single-use code to {what} at http(s)://<appliance>/pair, valid {ttl / 60:.0f} "
           "min", file=sys.stderr)
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    """``climbd token create|list|revoke``."""
+    from climbd.security.local import AdminSocketError
+
+    client = _admin_client(args.state_dir)
+    try:
+        if args.token_command == "create":
+            tok = client.create_token(args.name, args.scope)
+            print(tok["token"], flush=True)
+            print(f"API token {tok['id']} {tok['name']!r}, scope {tok['scope']}: use it as "
+                  "'Authorization: Bearer <token>'; it is not shown again", file=sys.stderr)
+        elif args.token_command == "list":
+            for t in client.tokens():
+                print(f"{t['id']}\t{t['scope']}\t{t['name']}")
+        else:
+            t = client.revoke_token(args.id)
+            print(f"revoked API token {t['id']} {t['name']!r}", file=sys.stderr)
+    except AdminSocketError as exc:
+        print(f"climbd: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _admin_password(args: argparse.Namespace) -> int:
+    """``climbd admin-password``: the new password from a terminal prompt or stdin."""
+    import getpass
+
+    from climbd.security.local import AdminSocketError
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("New admin password: ")
+        if getpass.getpass("Again: ") != password:
+            print("climbd: the passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        _admin_client(args.state_dir).set_admin_password(password)
+    except AdminSocketError as exc:
+        print(f"climbd: {exc}", file=sys.stderr)
+        return 1
+    print("admin password set; every admin session ended", file=sys.stderr)
     return 0
 
 
@@ -161,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "pair":
             return asyncio.run(_pair(args, load_config(args.config)))
+        if args.command == "token":
+            return _token(args)
+        if args.command == "admin-password":
+            return _admin_password(args)
         if args.command == "export":
             from climbd.export.cli import run_export
 

@@ -340,8 +340,16 @@ class SecurityConfig(_Section):
     """Access control and abuse limits (``climbd.security``; see THREAT_MODEL.md)."""
 
     loopback_is_trusted: bool = Field(
-        True, description="A request from this machine (127.0.0.0/8, ::1) to a loopback "
-        "name, not sent by another web origin, counts as the admin"
+        False, description="Opt-in, off by default and NOT safe behind a reverse proxy on "
+        "this machine or with other local users: a request from 127.0.0.0/8 or ::1 to a "
+        "loopback name, not sent by another web origin, counts as the admin. Use the local "
+        "admin socket (`climbd token create`, `climbd pair`) instead"
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="Addresses (or CIDR networks) of reverse proxies "
+        "in front of the daemon. Only a connection from one of them may say who the client "
+        "is (X-Forwarded-For, its right-most untrusted entry); without this the header is "
+        "ignored. A proxy is never trusted for anything else"
     )
     allowed_hosts: list[str] = Field(
         default_factory=lambda: ["$ip", "localhost", "$hostname", "*.local"],
@@ -366,7 +374,12 @@ class SecurityConfig(_Section):
         5.0, gt=0, description="Pairing/login attempts per client per minute (also the burst)"
     )
     auth_attempts_global_per_min: float = Field(
-        10.0, gt=0, description="Pairing/login attempts per minute from all clients together"
+        10.0, gt=0, description="Pairing-code guesses per minute from all clients together "
+        "(codes from screens and the journal)"
+    )
+    login_attempts_global_per_min: float = Field(
+        10.0, gt=0, description="Admin password attempts per minute from all anonymous "
+        "clients together (a paired device has its own budget); separate from pairing"
     )
     api_requests_per_s: float = Field(
         50.0, gt=0, description="HTTP requests per second per client (sustained)"
@@ -383,6 +396,17 @@ class SecurityConfig(_Section):
     messages_burst: int = Field(40, ge=1, description="Messages per connection back to back")
     max_connections_per_client: int = Field(
         64, ge=1, description="Open TCP connections per client address; more are closed"
+    )
+    max_connections: int = Field(
+        0, ge=0, description="Open TCP connections of all clients together; 0 = the fd "
+        "limit (LimitNOFILE) minus a reserve for recording, SQLite and the live view. Never "
+        "more than that"
+    )
+    max_viewers_per_device: int = Field(
+        4, ge=1, description="Live viewers (WHEP peers) one device or token may hold"
+    )
+    max_websockets_per_device: int = Field(
+        4, ge=1, description="Open /api/live WebSockets one device or token may hold"
     )
     header_timeout_s: float = Field(
         15.0, gt=0, le=3600, description="Seconds a connection may take to send a complete "

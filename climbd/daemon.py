@@ -58,7 +58,7 @@ from climbd.services import Services
 from climbd.statedir import StateDir
 from climbd.storage import Database
 from climbd.streaming import WhepEndpoint
-from climbd.video import EncodedPacket
+from climbd.video import EncodedPacket, VideoStreamInfo
 
 __all__ = ["Daemon"]
 
@@ -106,6 +106,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         self.started_at = time.monotonic()
         self.notifier: Any = None
+        self.admin_socket: Any = None
 
     # -- streams for the live view ---------------------------------------------------------
     @property
@@ -121,6 +122,11 @@ class Daemon:
     def request_keyframe(self) -> None:
         """Ask for an IDR soon (a new viewer or packet loss); callers rate-limit."""
         self.pipeline.request_keyframe()
+
+    @property
+    def stream_info(self) -> VideoStreamInfo | None:
+        """Parameters of the H.264 now published (``source="camera"`` in passthrough)."""
+        return self.pipeline.stream_info
 
     # -- lifecycle -------------------------------------------------------------------------
     def add_health(self, name: str, source: Callable[[], Any]) -> None:
@@ -190,7 +196,7 @@ class Daemon:
             self._start_gpio()
         # 10. HTTP
         from climbd.api import create_app
-        from climbd.security.transport import make_site, runner_options
+        from climbd.api.server import make_site, runner_options
 
         self.services = Services(
             config=cfg, paths=self.paths, db=self.db, recorder=self.recorder,
@@ -205,6 +211,14 @@ class Daemon:
         self.port = site.port
         log.info("listening on %s://%s:%s", "https" if site.tls else "http",
                  cfg.server.host, self.port)
+        # 10b. local admin socket (`climbd token`, `climbd pair`, `climbd admin-password`)
+        from climbd.api.admin_socket import AdminSocket, socket_path
+
+        self.admin_socket = AdminSocket(self.app, socket_path(self.state_dir), self.health)
+        try:
+            await self.admin_socket.start()
+        except OSError as exc:
+            log.error("no local admin socket at %s: %s", self.admin_socket.path, exc)
         # 11. ready
         if not self.safe_mode:
             await asyncio.to_thread(self.pipeline.capture.opened.wait, 15.0)
@@ -245,6 +259,8 @@ class Daemon:
                 log.info("stopped session %d on shutdown", rec.id)
             except Exception:
                 log.exception("could not finalise the running recording")
+        if self.admin_socket is not None:
+            await self.admin_socket.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.ghost is not None:

@@ -142,8 +142,9 @@ class OfferError(LiveViewError):
     """The offer cannot be answered.
 
     ``code`` is ``"malformed-sdp"`` (not parseable SDP, missing ICE/DTLS attributes) or one
-    of ``"no-video"``, ``"no-h264"``, ``"bad-direction"`` (well-formed, but nothing we can
-    send to it).
+    of ``"no-video"``, ``"no-h264"``, ``"bad-direction"``, ``"no-h264-profile"`` (a camera's
+    passed-through H.264 profile the offer lacks) (well-formed, but nothing we can send to
+    it).
     """
 
     code = "malformed-sdp"

@@ -142,12 +142,51 @@ async def async_wait_until(predicate: Callable[[], T | Awaitable[T | None] | Non
         await asyncio.sleep(interval)
 
 
+#: Admin API tokens of the daemons tests started, by base URL (``http://127.0.0.1:port``):
+#: made over each daemon's local admin socket (see :func:`admin_token`). :func:`http` sends
+#: the matching one unless told ``anonymous=True`` — a request without credentials is
+#: anonymous, also from 127.0.0.1.
+ADMIN_TOKENS: dict[str, str] = {}
+
+
+def admin_token(state_dir: Path, name: str = "tests", scope: str = "admin",
+                timeout: float = 30.0) -> str:
+    """A new API token (default: admin scope) made through the daemon's local admin socket
+    (``<state_dir>/admin.sock``), as ``climbd token create`` does; waits for the socket."""
+    from climbd.security.local import AdminClient, AdminSocketError
+
+    client = AdminClient(state_dir / "admin.sock")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return str(client.create_token(name, scope)["token"])
+        except AdminSocketError as exc:
+            if exc.status or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def auth_headers(base: str) -> dict[str, str]:
+    """``Authorization: Bearer`` with the admin token of the daemon at ``base``."""
+    token = ADMIN_TOKENS.get(base.rstrip("/"))
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def http(method: str, url: str, body: Any = None, timeout: float = 30.0,
-         raw: bytes | None = None, headers: dict[str, str] | None = None
-         ) -> tuple[int, Any]:
-    """A tiny blocking HTTP client for tests: returns (status, parsed JSON or bytes)."""
+         raw: bytes | None = None, headers: dict[str, str] | None = None,
+         anonymous: bool = False) -> tuple[int, Any]:
+    """A tiny blocking HTTP client for tests: returns (status, parsed JSON or bytes).
+
+    Sends the admin token of a daemon started by :class:`DaemonProcess` (registered in
+    :data:`ADMIN_TOKENS`) unless ``anonymous`` or the caller sets ``Authorization``."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    headers = dict(headers or {})
+    if not anonymous and "Authorization" not in headers:
+        for base, token in ADMIN_TOKENS.items():
+            if url.startswith(base + "/"):
+                headers["Authorization"] = f"Bearer {token}"
+                break
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     if body is not None:
         req.add_header("Content-Type", "application/json")
     try:
@@ -174,6 +213,8 @@ class DaemonProcess:
     def __init__(self, state_dir: Path, source: Path | str, *extra: str, loop: bool = True,
                  env: dict[str, str] | None = None, port: int = 0):
         self.state_dir = state_dir
+        #: admin API token (made by wait_ready over the admin socket)
+        self.token: str | None = None
         self._port: int | None = port or None
         self.cmd = [sys.executable, "-m", "climbd", "run", "--source", str(source),
                     "--state-dir", str(state_dir), "--host", "127.0.0.1", "--port", str(port),
@@ -217,13 +258,19 @@ class DaemonProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 60.0, capture: bool = True) -> dict[str, Any]:
-        """Wait until /api/health answers (and capture runs, if asked); returns health."""
+        """Wait until /api/health answers (and capture runs, if asked); returns health.
+
+        Also makes an admin API token over the admin socket (:attr:`token`), which
+        :func:`http`, :meth:`get` and :meth:`post` then send."""
         last: Any = None
 
         def ready() -> dict[str, Any] | None:
             nonlocal last
             if self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+            if self.base not in ADMIN_TOKENS and (self.state_dir / "admin.sock").exists():
+                self.token = admin_token(self.state_dir, timeout=5)
+                ADMIN_TOKENS[self.base] = self.token
             try:
                 status, last = http("GET", self.base + "/api/health", timeout=2)
             except (OSError, ValueError):
@@ -262,6 +309,8 @@ class DaemonProcess:
         self.proc.wait(30)
 
     def stop(self) -> int:
+        if self._port is not None:
+            ADMIN_TOKENS.pop(f"http://127.0.0.1:{self._port}", None)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -32,6 +32,7 @@ from climbd.daemon import Daemon
 from climbd.storage import Database, SessionRecord, finalize
 from tests.conftest import REPO, SHORT
 from tests.fakes import CameraRig
+from tests.securitykit import admin_headers
 
 _TEMPLATE: dict[str, Path] = {}
 
@@ -161,7 +162,7 @@ async def start_daemon(state_dir: Path, config: Config | None = None,
     daemon = Daemon(config or daemon_config(), state_dir, source_factory=rig.open)
     await daemon.start()
     try:
-        async with aiohttp.ClientSession() as s:
+        async with aiohttp.ClientSession(headers=await admin_headers(daemon)) as s:
             yield Client(s, f"http://127.0.0.1:{daemon.port}"), daemon
     finally:
         await daemon.stop()

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO, SHORT, STEEPWALL, DaemonProcess
+from tests.conftest import ADMIN_TOKENS, REPO, SHORT, STEEPWALL, DaemonProcess
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -183,8 +183,12 @@ async def chromium(**page_args: Any) -> Any:
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
         try:
+            # the web UI runs with the admin token of the daemon under test (the newest
+            # one started), as a browser extra header: it reaches fetch() and WebSockets
+            headers = {"Authorization": f"Bearer {list(ADMIN_TOKENS.values())[-1]}"} if (
+                ADMIN_TOKENS) else {}
             page = await browser.new_page(**{"viewport": {"width": 1280, "height": 800},
-                                             **page_args})
+                                             "extra_http_headers": headers, **page_args})
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             yield browser, page, errors

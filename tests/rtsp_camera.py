@@ -34,6 +34,9 @@ def main() -> int:
     p.add_argument("--gop", type=int, default=30, help="frames between keyframes")
     p.add_argument("--profile", default="baseline", choices=["baseline", "main", "high"])
     p.add_argument("--bframes", type=int, default=0)
+    p.add_argument("--preset", default="ultrafast",
+                   help="x264 speed preset (ultrafast has no CABAC/8x8dct: Baseline whatever "
+                   "--profile says; superfast gives real Main/High)")
     p.add_argument("--bitrate", type=int, default=1500, help="kbit/s")
     p.add_argument("--user", default="")
     p.add_argument("--password", default="")
@@ -48,7 +51,7 @@ def main() -> int:
     factory.set_launch(
         f"( videotestsrc is-live=true pattern={args.pattern} "
         f"! video/x-raw,width={args.width},height={args.height},framerate={args.fps}/1 "
-        f"! x264enc tune=zerolatency speed-preset=ultrafast "
+        f"! x264enc tune=zerolatency speed-preset={args.preset} "
         f"key-int-max={args.gop} bframes={args.bframes} bitrate={args.bitrate} "
         f"! video/x-h264,profile={args.profile} "
         f"! rtph264pay name=pay0 pt=96 config-interval=-1 )")

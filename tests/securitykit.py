@@ -1,10 +1,14 @@
 """Test helpers for the access-control layer: an in-process daemon with a chosen
-``[security]`` config, and HTTP agents that each hold their own cookies (one per simulated
-device), pair, log in and send the CSRF header like the web UI does.
+``[security]`` config, credentials made through the daemon's local admin socket, and HTTP
+agents that each hold their own cookies (one per simulated device), pair, log in and send
+the CSRF header like the web UI does.
 
-Usage::
+A request without credentials is anonymous, also from 127.0.0.1. Tests that need the admin
+use :func:`admin_headers` (an admin-scope API token from the admin socket, as
+``climbd token create --scope admin`` makes)::
 
-    async with secure_daemon(tmp_path, loopback_is_trusted=False) as (daemon, base):
+    async with secure_daemon(tmp_path) as (daemon, base):
+        async with aiohttp.ClientSession(headers=await admin_headers(daemon)) as s: ...
         async with Agent(base) as tablet:
             await tablet.pair(await new_code(daemon))
             status, body = await tablet.req("GET", "/api/sessions")
@@ -20,10 +24,11 @@ from typing import Any
 
 import aiohttp
 
+from climbd.api.security import SECURITY
 from climbd.config import Config
 from climbd.daemon import Daemon
 from climbd.security import crypto
-from climbd.security.middleware import SECURITY
+from climbd.security.local import AdminClient
 from tests.conftest import SHORT
 from tests.fakes import CameraRig
 
@@ -58,6 +63,22 @@ async def secure_daemon(tmp_path: Path, *, clip: Path = SHORT,
         yield daemon, f"http://127.0.0.1:{daemon.port}"
     finally:
         await daemon.stop()
+
+
+async def admin_token(daemon: Daemon, scope: str = "admin", name: str = "tests") -> str:
+    """A new API token (default: admin scope) made over the in-process daemon's admin
+    socket, exactly as ``climbd token create`` does."""
+    import asyncio
+
+    client = AdminClient(daemon.state_dir / "admin.sock")
+    answer = await asyncio.to_thread(client.create_token, name, scope)
+    return str(answer["token"])
+
+
+async def admin_headers(daemon: Daemon, scope: str = "admin") -> dict[str, str]:
+    """``{"Authorization": "Bearer <token>"}`` for a new token of ``scope`` (see
+    :func:`admin_token`)."""
+    return {"Authorization": f"Bearer {await admin_token(daemon, scope)}"}
 
 
 async def new_code(daemon: Daemon, kind: str = "device") -> str:

@@ -18,6 +18,7 @@ from climbd.config import Config
 from climbd.daemon import Daemon
 from tests.conftest import SHORT
 from tests.fakes import CameraRig
+from tests.securitykit import admin_headers
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,7 @@ async def api(tmp_path: Path, media: Path) -> AsyncIterator[tuple[Client, Daemon
     })
     daemon = Daemon(config, tmp_path / "state", source_factory=rig.open)
     await daemon.start()
-    async with aiohttp.ClientSession() as s:
+    async with aiohttp.ClientSession(headers=await admin_headers(daemon)) as s:
         yield Client(s, f"http://127.0.0.1:{daemon.port}"), daemon, rig
     await daemon.stop()
 

@@ -36,12 +36,19 @@ from yarl import URL
 
 from climbd.api import create_app
 from climbd.api.openapi import build_document
+from climbd.api.security import SECURITY
 from climbd.config import Config
 from climbd.security import crypto
-from climbd.security.middleware import SECURITY
 from climbd.services import Services
 from tests.conftest import SHORT
-from tests.securitykit import FAST_SCRYPT, Agent, new_code, secure_daemon, wait_frames
+from tests.securitykit import (
+    FAST_SCRYPT,
+    Agent,
+    admin_headers,
+    new_code,
+    secure_daemon,
+    wait_frames,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -256,10 +263,15 @@ async def _start(t: Target, tmp: Path) -> Any:
     t.daemon, t.base = await cm.__aenter__()
     t.port = t.daemon.port
     await wait_frames(t.daemon)
-    async with Agent(t.base, origin=None) as admin:  # trusted local admin: fixtures
+    headers = await admin_headers(t.daemon)  # an admin token from the admin socket
+    async with Agent(t.base, origin=None) as admin:
         for _ in range(2):
-            await admin.req("POST", "/api/recordings/save-last", json={"seconds": 1})
-        await admin.req("POST", "/api/sessions/1/exports", json={"kind": "video"})
+            status, body = await admin.req("POST", "/api/recordings/save-last",
+                                           json={"seconds": 1}, headers=headers)
+            assert status == 201, body
+        status, body = await admin.req("POST", "/api/sessions/1/exports",
+                                       json={"kind": "video"}, headers=headers)
+        assert status in (201, 202), body
     t.session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
     await t.ensure_credentials()
     store = await t.daemon.app[SECURITY].auth_store()

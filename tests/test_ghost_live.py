@@ -29,7 +29,7 @@ import pytest
 
 from climbd.ghost import KIND_GHOST, GhostMessage, decode_ghost
 from climbd.streaming.viewer import Viewer
-from tests.conftest import REPO, STEEPWALL, http
+from tests.conftest import REPO, STEEPWALL, auth_headers, http
 from tests.replay_support import CHROMIUM, NAMES, Env, chromium, start_daemon, wait_js
 
 pytestmark = pytest.mark.browser
@@ -91,7 +91,7 @@ class GhostViewer(Viewer):
 async def viewer(env: Env) -> AsyncIterator[GhostViewer]:
     v = GhostViewer()
     offer = await v.offer()
-    async with aiohttp.ClientSession() as s:
+    async with aiohttp.ClientSession(headers=auth_headers(env.base)) as s:
         async with s.post(env.base + "/api/whep", data=offer, headers=SDP) as r:
             answer = await r.text()
             assert r.status == 201, answer

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, STEEPWALL, DaemonProcess
+from tests.conftest import REPO, STEEPWALL, DaemonProcess, auth_headers
 
 pytestmark = pytest.mark.browser
 
@@ -136,7 +136,7 @@ CSP_VIOLATIONS: list[str] = []
 
 
 async def _open(browser: Any, base: str, viewport: dict[str, int]) -> tuple[Any, list[str]]:
-    page = await browser.new_page(viewport=viewport)
+    page = await browser.new_page(viewport=viewport, extra_http_headers=auth_headers(base))
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     page.on("console", lambda m: CSP_VIOLATIONS.append(m.text)
@@ -147,7 +147,8 @@ async def _open(browser: Any, base: str, viewport: dict[str, int]) -> tuple[Any,
 
 
 async def _viewers(base: str) -> int:
-    async with aiohttp.ClientSession() as s, s.get(base + "/api/live/stats") as r:
+    async with aiohttp.ClientSession(headers=auth_headers(base)) as s, \
+            s.get(base + "/api/live/stats") as r:
         return int((await r.json())["viewers"])
 
 
@@ -353,7 +354,7 @@ async def test_inner_pwa_manifest_and_icons(daemon: DaemonProcess, browser: Any)
     page, _ = await _open(browser, daemon.base, LANDSCAPE)
     href = await page.get_attribute('link[rel="manifest"]', "href")
     assert href
-    async with aiohttp.ClientSession(base_url=daemon.base) as s:
+    async with aiohttp.ClientSession(base_url=daemon.base, headers=auth_headers(daemon.base)) as s:
         async with s.get(href) as r:
             assert r.status == 200
             manifest = await r.json(content_type=None)
@@ -397,7 +398,9 @@ async def test_inner_recording_from_the_page_creates_a_session(
         await page.click("#save-last")
         await _wait_js(page, "document.getElementById('shell-toast').textContent"
                        ".startsWith('Saved the last')", 20)
-        async with aiohttp.ClientSession(base_url=daemon.base) as s, s.get("/api/sessions") as r:
+        async with aiohttp.ClientSession(base_url=daemon.base,
+                                         headers=auth_headers(daemon.base)) as s, \
+                s.get("/api/sessions") as r:
             items = (await r.json())["items"]
         mine = [it for it in items if it["name"] == name]
         assert len(mine) == 2, items  # the recording and the saved last seconds

@@ -23,13 +23,15 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiortc.codecs import CODECS
 
 from climbd.config import Config
 from climbd.pipeline import Pipeline
 from climbd.storage import probe
+from climbd.streaming.profiles import preferences
 from climbd.streaming.viewer import Viewer
 from climbd.video import EncodedPacket
-from tests.conftest import SHORT, DaemonProcess
+from tests.conftest import SHORT, DaemonProcess, auth_headers
 from tests.rtsp_support import (
     RtspCamera,
     StreamRecorder,
@@ -122,7 +124,8 @@ def test_recording_is_byte_for_byte_the_cameras_h264(daemon: DaemonProcess,
 def test_whep_viewer_plays_the_cameras_stream(daemon: DaemonProcess) -> None:
     async def watch() -> tuple[int, int, int, str]:
         viewer = Viewer(host_candidates=["127.0.0.1"], landmarks=True)
-        async with aiohttp.ClientSession(base_url=daemon.base) as http:
+        async with aiohttp.ClientSession(base_url=daemon.base,
+                                         headers=auth_headers(daemon.base)) as http:
             offer = await viewer.offer()
             async with http.post("/api/whep", data=offer,
                                  headers={"Content-Type": "application/sdp"}) as r:
@@ -196,7 +199,8 @@ def _config(source: str, encoder: str) -> Config:
 async def test_a_stream_browsers_cannot_take_falls_back_to_encoding(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     need_rtsp_server()
-    cam = RtspCamera(tmp_path, fps=FPS, gop=GOP, profile="high", bframes=2)
+    cam = RtspCamera(tmp_path, fps=FPS, gop=GOP, profile="high", bframes=2,
+                     preset="superfast")
     cam.start()
     try:
         pipeline, packets = await _first_packets(_config(cam.url(), "copy"))
@@ -228,3 +232,62 @@ async def test_auto_copies_an_h264_camera_and_encodes_a_file(tmp_path: Path,
     pipeline, packets = await _first_packets(_config(str(SHORT), "auto"), n=10)
     assert pipeline.video_mode == "encode" and not pipeline.want_copy
     assert all(p.info.source == "encode" for p in packets)
+
+
+def test_a_high_profile_camera_is_answered_with_its_profile(
+        tmp_path: Path, daemon_factory: Any) -> None:
+    """SDP: the answer names the camera's profile; a player without it gets a clear 422."""
+    need_rtsp_server()
+    cam = RtspCamera(tmp_path, fps=FPS, gop=GOP, profile="high", bframes=0,
+                     preset="superfast")
+    cam.start()
+    try:
+        cfg = tmp_path / "climbd.toml"
+        cfg.write_text(f'[capture]\nsource = "{cam.url()}"\n[video]\nencoder = "copy"\n'
+                       '[pose]\nenabled = false\n[webrtc]\nhost_candidates = ["127.0.0.1"]\n')
+        d = daemon_factory(cam.url(), "--config", str(cfg), loop=False)
+        d.wait_ready(60, capture=False)
+        video = wait_for(lambda: (v := _health(d)["video"])["passthrough"]["profile_level_id"]
+                         and v, 20, "camera stream")
+        assert video["mode"] == "copy", video
+        plid = video["passthrough"]["profile_level_id"]
+        assert plid.startswith("64"), plid   # High (profile_idc 100)
+
+        async def offer(viewer: Viewer) -> tuple[int, str, str | None]:
+            sdp = await viewer.offer()
+            async with aiohttp.ClientSession(base_url=d.base) as http, http.post(
+                    "/api/whep", data=sdp, headers={"Content-Type": "application/sdp"}) as r:
+                return r.status, await r.text(), r.headers.get("Location")
+
+        async def run() -> None:
+            # aiortc's own table has Baseline/Constrained Baseline only: refused, saying why
+            plain = Viewer(host_candidates=["127.0.0.1"], landmarks=False)
+            status, body, _ = await offer(plain)
+            await plain.close()
+            assert status == 422 and "no-h264-profile" in body and "High" in body, body
+            # a player that offers High (as browsers do) is answered with High and plays
+            preferences(plid)   # (adds High to aiortc's table in this process)
+            viewer = Viewer(host_candidates=["127.0.0.1"], landmarks=False)
+            status, answer, location = await offer(viewer)
+            assert status == 201, answer
+            assert re.search(rf"a=fmtp:\d+ .*profile-level-id={plid}", answer), answer
+            assert "profile-level-id=42" not in answer, answer
+            await viewer.accept(answer)
+            deadline = time.monotonic() + 20
+            while viewer.frames < FPS and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+            assert viewer.frames >= FPS
+            assert (viewer.received[-1].width, viewer.received[-1].height) == (640, 360)
+            async with aiohttp.ClientSession(base_url=d.base) as http, \
+                    http.delete(location or ""):
+                pass
+            await viewer.close()
+
+        table = list(CODECS["video"])
+        try:
+            asyncio.run(run())
+        finally:
+            CODECS["video"][:] = table  # (the table is process-global: leave it as it was)
+        assert _health(d)["video"]["encoded"] == 0
+    finally:
+        cam.stop()

@@ -122,7 +122,7 @@ async def test_a_route_without_a_declared_rule_is_admin_only() -> None:
             assert r.status == 401, path
     trusted = web.Application(middlewares=[error_middleware])
 
-    trusted[CONFIG] = Config()
+    trusted[CONFIG] = Config.model_validate({"security": {"loopback_is_trusted": True}})
     add_auth_routes(trusted)
     trusted.router.add_get("/api/new", undeclared)
     async with TestClient(TestServer(trusted)) as client:

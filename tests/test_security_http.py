@@ -1,7 +1,7 @@
 """The access-control layer over real HTTP (in-process daemon, fake camera, 127.0.0.1).
 
-Most tests set ``security.loopback_is_trusted = false`` so the test client counts as a LAN
-client (tablet, phone, attacker) although it connects over loopback.
+A client on 127.0.0.1 counts as a LAN client (tablet, phone, attacker): the default
+``security.loopback_is_trusted = false``; one test covers the documented opt-in.
 """
 
 from __future__ import annotations
@@ -88,13 +88,14 @@ async def test_first_run_pairing_and_admin_setup_from_the_lan(tmp_path: Path,
         assert status == 403 and body["error"] == "invalid_password"
         await tablet.login()
         assert (await tablet.req("GET", "/api/auth/devices"))[0] == 200
-        store = await daemon.app[__import__("climbd.security.middleware", fromlist=["x"])
+        store = await daemon.app[__import__("climbd.api.security", fromlist=["x"])
                                  .SECURITY].auth_store()  # type: ignore[index]
         assert store is not None and store.admin_password_hash.startswith("scrypt$")
 
 
-async def test_loopback_trust_is_local_same_origin_only(tmp_path: Path, media: Path) -> None:
-    async with secure_daemon(tmp_path) as (daemon, base):
+async def test_loopback_trust_opt_in_is_local_same_origin_only(tmp_path: Path,
+                                                             media: Path) -> None:
+    async with secure_daemon(tmp_path, loopback_is_trusted=True) as (daemon, base):
         async with Agent(base, origin=None) as local:
             status, me = await local.req("GET", "/api/auth/me")
             assert me["role"] == "admin" and me["via"] == "loopback"
@@ -102,11 +103,14 @@ async def test_loopback_trust_is_local_same_origin_only(tmp_path: Path, media: P
             status, _ = await local.req("GET", "/api/sessions",
                                         headers={"Host": f"localhost:{daemon.port}"})
             assert status == 200
-            # first-run admin password without a code, from this machine
+            # even trusted, the admin password needs a code (or the admin socket)
             status, body = await local.req("POST", "/api/auth/admin/setup",
                                            json={"password": ADMIN_PASSWORD})
-            assert status == 201, body
-            local.cookies.clear()
+            assert status == 403 and body["error"] == "code_required", body
+            # a request that came through a proxy (forwarding headers) is never trusted
+            status, _ = await local.req("GET", "/api/sessions",
+                                        headers={"X-Forwarded-For": "192.168.1.50"})
+            assert status == 401
             # a LAN name (not loopback) is not trusted even from 127.0.0.1
             status, _ = await local.req("GET", "/api/sessions",
                                         headers={"Host": f"192.168.7.7:{daemon.port}"})
@@ -290,7 +294,7 @@ async def test_climbd_pair_cli_makes_a_code_the_daemon_accepts(tmp_path: Path,
         out, err = await proc.communicate()
         assert proc.returncode == 0, err
         code = out.decode().strip()
-        assert len(code) == 9 and code[4] == "-" and b"valid 10 min" in err
+        assert len(code) == 14 and code[4] == code[9] == "-" and b"valid 10 min" in err
         await tablet.pair(code)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "climbd", "pair", "--admin", "--state-dir",

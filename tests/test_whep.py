@@ -27,7 +27,7 @@ from aioice import stun
 
 from climbd.streaming.landmarks import LandmarkMessage, decode_message
 from climbd.streaming.viewer import Viewer
-from tests.conftest import REPO, STEEPWALL, DaemonProcess
+from tests.conftest import REPO, STEEPWALL, DaemonProcess, auth_headers
 
 pytestmark = pytest.mark.media
 
@@ -113,7 +113,8 @@ _OPEN: list[tuple[Viewer, str]] = []  # viewers a test has not left (yet)
 
 @pytest.fixture
 async def http(daemon: DaemonProcess) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url=daemon.base) as s:
+    async with aiohttp.ClientSession(base_url=daemon.base,
+                                     headers=auth_headers(daemon.base)) as s:
         yield s
         # a failed test may leave viewers behind: end them, so the next test starts clean
         while _OPEN:
@@ -125,7 +126,8 @@ async def http(daemon: DaemonProcess) -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def _stats(daemon: DaemonProcess) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as s, s.get(daemon.base + "/api/live/stats") as r:
+    async with aiohttp.ClientSession(headers=auth_headers(daemon.base)) as s, \
+            s.get(daemon.base + "/api/live/stats") as r:
         return dict(await r.json())
 
 
@@ -386,7 +388,8 @@ async def main():
     v = Viewer()
     async with aiohttp.ClientSession() as http:
         async with http.post(sys.argv[1] + "/api/whep", data=await v.offer(),
-                             headers={"Content-Type": "application/sdp"}) as r:
+                             headers={"Content-Type": "application/sdp",
+                                      "Authorization": "Bearer " + sys.argv[2]}) as r:
             answer = await r.text()
     await v.accept(answer)
     await v.wait_for(lambda: v.frames >= 10, 20)
@@ -403,7 +406,8 @@ async def test_a_viewer_that_vanishes_is_dropped_by_ice_consent(
     (RFC 7675: a check every ~5 s, consent lost after 6 failures) ends the session."""
     before = await _stats(daemon)
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", VANISHING_VIEWER, daemon.base, stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-c", VANISHING_VIEWER, daemon.base, str(daemon.token),
+        stdout=asyncio.subprocess.PIPE,
         cwd=str(REPO))
     try:
         assert child.stdout is not None

@@ -1,23 +1,26 @@
 """``/api/auth``: pairing, admin login, paired devices, API tokens; session privacy; the
 ``/pair`` page. :func:`add_routes` also installs the security layer
-(:mod:`climbd.security.middleware`) these routes belong to.
+(:mod:`climbd.api.security`) these routes belong to.
 
 Flows (details and trade-offs in THREAT_MODEL.md):
 
 - **Pair a tablet**: a code from ``climbd pair``, from the journal at first start, or from
   an already paired screen (``POST /api/auth/pairing-codes``) is typed on the new tablet at
   ``/pair`` -> ``POST /api/auth/pair`` -> the tablet gets an HttpOnly device cookie.
-- **Admin**: the first password (or PIN, at least 8 characters) is set at ``/pair`` from
-  this machine, or anywhere with an admin code from ``climbd pair --admin`` (which also
-  resets a forgotten password) -> ``POST /api/auth/admin/setup``; later ``POST
-  /api/auth/admin/login``. An admin session ends after ``security.admin_idle_timeout_s``
+- **Admin**: the first password (or PIN, at least 8 characters) is set at ``/pair`` with an
+  admin code (from the journal at first start, or ``climbd pair --admin``, which also resets
+  a forgotten password) -> ``POST /api/auth/admin/setup``, or on the appliance with
+  ``climbd admin-password`` (the local admin socket); later ``POST /api/auth/admin/login``.
+  An admin session ends after ``security.admin_idle_timeout_s``
   idle or ``security.admin_session_max_s``.
-- **API tokens** for HTTP triggers (``Authorization: Bearer climbd_...``), made by the admin.
+- **API tokens** (``Authorization: Bearer climbd_...``) with a scope (``trigger``, ``read``,
+  ``viewer``), made by the admin here or with ``climbd token create`` on the appliance.
+  Revoking a token or unpairing a device closes its live connections at once.
 - **Private sessions**: ``PUT /api/sessions/{id}/privacy`` by the owner device (the first
   device to claim an unowned session) or the admin.
 
-Pairing, login and setup attempts are rate-limited per client and globally
-(``security.auth_attempts_per_min``, ``security.auth_attempts_global_per_min``).
+Pairing-code guesses, admin logins and ``climbd pair`` codes have separate attempt budgets
+(:class:`climbd.api.security.SecurityState`).
 """
 
 from __future__ import annotations
@@ -35,19 +38,22 @@ from climbd.api.ids import session_id as _session_id
 from climbd.api.keys import DB
 from climbd.api.openapi import operation
 from climbd.api.schemas import ErrorBody
-from climbd.ids import parse_id
-from climbd.security import crypto
-from climbd.security.middleware import (
+from climbd.api.security import (
     ADMIN_COOKIE,
     CSRF_HEADER,
     DEVICE_COOKIE,
     SECURITY,
+    AttemptKind,
     SecurityState,
+    client_address,
     csrf_for_request,
     install,
     principal_of,
     set_cookie,
 )
+from climbd.ids import parse_id
+from climbd.security import crypto
+from climbd.security.connections import owner_key
 from climbd.security.store import NAME_MAX, AuthStore, Device
 
 __all__ = ["add_routes"]
@@ -98,7 +104,8 @@ class PasswordChange(_In):
     """``PUT /api/auth/admin/password``."""
 
     current: str = Field("", max_length=4 * crypto.PASSWORD_MAX,
-                         description="Needed unless the request is a trusted local one")
+                         description="The current password (the admin socket resets it "
+                         "without: `climbd admin-password`)")
     new: str = Field(max_length=4 * crypto.PASSWORD_MAX)
 
 
@@ -130,6 +137,10 @@ class TokenRequest(_In):
 
     name: str = Field(min_length=1, max_length=NAME_MAX,
                       description="What uses it, e.g. 'big red button'")
+    scope: Literal["trigger", "read", "viewer"] = Field(
+        "trigger", description="trigger: recording triggers; read: read-only; viewer: read "
+        "and the live view. Admin tokens are made only on the appliance (`climbd token "
+        "create --scope admin`)")
 
 
 class TokenInfo(BaseModel):
@@ -139,6 +150,7 @@ class TokenInfo(BaseModel):
     name: str
     created_at: float
     last_used_at: float | None
+    scope: str
 
 
 class TokenCreated(TokenInfo):
@@ -157,7 +169,8 @@ class MeOut(BaseModel):
     """Who the caller is, and what the web UI needs to know."""
 
     role: Literal["anonymous", "token", "wall", "admin"]
-    via: Literal["none", "cookie", "bearer", "loopback"]
+    via: Literal["none", "cookie", "bearer", "loopback", "local"]
+    scope: str | None = Field(None, description="The API token's scope, if one is used")
     device: DeviceOut | None
     admin_configured: bool
     csrf_token: str | None = Field(None, description=f"Send it as {CSRF_HEADER} on POST, "
@@ -201,6 +214,22 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return await read_json(request)
 
 
+def _code_budget(typed: str) -> AttemptKind:
+    """Which attempt budget a typed code is guessed under: 12-digit codes (``climbd pair``)
+    have their own (see :class:`climbd.api.security.SecurityState`)."""
+    code = crypto.normalize_code(typed)
+    return "cli-code" if code is not None and len(code) == crypto.CLI_CODE_DIGITS else "pairing"
+
+
+async def cut_off(request: web.Request, device_id: int | None = None,
+                  token_id: int | None = None) -> None:
+    """Close the live connections (WebSockets, WHEP peers) of an unpaired device or a
+    revoked token."""
+    key = owner_key(device_id, token_id)
+    if key is not None:
+        await _state(request).live.cut_off(key)
+
+
 def _too_many(wait: float) -> web.Response:
     resp = error_response(429, "too_many_attempts", "too many attempts; wait and try again")
     resp.headers["Retry-After"] = str(max(1, int(wait + 0.999)))
@@ -235,7 +264,7 @@ async def me(request: web.Request) -> web.Response:
     p = principal_of(request)
     store = await _state(request).auth_store()
     return web.json_response(MeOut(
-        role=p.role, via=p.via,
+        role=p.role, via=p.via, scope=p.token.scope if p.token else None,
         device=DeviceOut(**p.device.to_dict(), current=True) if p.device else None,
         admin_configured=bool(store and store.admin_configured),
         csrf_token=csrf_for_request(request) if p.via == "cookie" else None,
@@ -253,17 +282,19 @@ async def pair(request: web.Request) -> web.Response:
     state = _state(request)
     store = await _store(request)
     body = PairRequest.model_validate(await _body(request))
-    wait = state.auth_attempt(request)
+    budget = _code_budget(body.code)
+    wait = state.attempt(request, budget)
     if wait:
-        state.note("pair-rate", "pairing attempts from %s are rate-limited", request.remote)
+        state.note(f"{budget}-rate", "pairing attempts from %s are rate-limited",
+                   client_address(request))
         return _too_many(wait)
     if not await store.redeem_code("device", body.code):
-        log.info("wrong or expired pairing code from %s", request.remote)
+        state.note("bad-code", "wrong or expired pairing code from %s", client_address(request))
         return error_response(403, "invalid_code", "wrong or expired code")
-    state.auth_succeeded(request)
+    state.succeeded(request, budget)
     device, token = await store.pair_device(body.name, request.headers.get("User-Agent", ""))
     set_cookie(request, DEVICE_COOKIE, token)
-    log.warning("paired device %d %r from %s", device.id, device.name, request.remote)
+    log.warning("paired device %d %r from %s", device.id, device.name, client_address(request))
     return web.json_response(MeOut(
         role="admin" if principal_of(request).via == "cookie" and principal_of(request).role
         == "admin" else "wall", via="cookie",
@@ -294,13 +325,14 @@ async def unpair(request: web.Request) -> web.Response:
     if device is not None:
         await store.remove_device(device.id)
         set_cookie(request, DEVICE_COOKIE, None)
+        await cut_off(request, device_id=device.id)
         log.warning("device %d %r unpaired itself", device.id, device.name)
     return web.json_response({"unpaired": device.id if device else None})
 
 
 # -- admin ---------------------------------------------------------------------------------
-@operation("Set the admin password: first run (from this machine, or with an admin code), "
-           "or a reset with an admin code from `climbd pair --admin`", tags=("auth",),
+@operation("Set the admin password with an admin code (first run: from the journal; a reset: "
+           "from `climbd pair --admin`)", tags=("auth",),
            request=AdminSetupRequest,
            responses={201: ("Password set; logged in as admin", MeOut),
                       403: ("No code or a wrong code", ErrorBody),
@@ -315,22 +347,23 @@ async def admin_setup(request: web.Request) -> web.Response:
         crypto.check_password_rules(body.password)
     except ValueError as exc:
         return error_response(422, "weak_password", str(exc))
-    wait = state.auth_attempt(request)
-    if wait:
-        return _too_many(wait)
-    if body.code is not None:
-        if not await store.redeem_code("admin", body.code):
-            log.info("wrong or expired admin code from %s", request.remote)
-            return error_response(403, "invalid_code", "wrong or expired admin code")
-    elif store.admin_configured or principal_of(request).via != "loopback":
+    if body.code is None:
         return error_response(403, "code_required",
                               "an admin code is needed: run `climbd pair --admin` on the "
-                              "appliance (or look for it in the journal at first start)")
-    state.auth_succeeded(request)
+                              "appliance (or look for it in the journal at first start), or "
+                              "set the password there with `climbd admin-password`")
+    budget = _code_budget(body.code)
+    wait = state.attempt(request, budget)
+    if wait:
+        return _too_many(wait)
+    if not await store.redeem_code("admin", body.code):
+        state.note("bad-code", "wrong or expired admin code from %s", client_address(request))
+        return error_response(403, "invalid_code", "wrong or expired admin code")
+    state.succeeded(request, budget)
     digest = await _kdf(request, crypto.hash_password, body.password)
     await store.set_admin_password_hash(digest)
     await _login(request, store)
-    log.warning("admin password set from %s", request.remote)
+    log.warning("admin password set from %s", client_address(request))
     return await _me_response(request, store, 201)
 
 
@@ -362,16 +395,17 @@ async def admin_login(request: web.Request) -> web.Response:
     stored = store.admin_password_hash
     if stored is None:
         return error_response(409, "no_admin", "no admin password yet: set one first")
-    wait = state.auth_attempt(request)
+    wait = state.attempt(request, "login")
     if wait:
-        state.note("login-rate", "admin logins from %s are rate-limited", request.remote)
+        state.note("login-rate", "admin logins from %s are rate-limited",
+                   client_address(request))
         return _too_many(wait)
     if not await _kdf(request, crypto.verify_password, body.password, stored):
-        log.warning("wrong admin password from %s", request.remote)
+        state.note("bad-password", "wrong admin password from %s", client_address(request))
         return error_response(403, "invalid_password", "wrong password")
-    state.auth_succeeded(request)
+    state.succeeded(request, "login")
     await _login(request, store)
-    log.info("admin logged in from %s", request.remote)
+    log.info("admin logged in from %s", client_address(request))
     return await _me_response(request, store, 200)
 
 
@@ -391,17 +425,17 @@ async def change_password(request: web.Request) -> web.Response:
     except ValueError as exc:
         return error_response(422, "weak_password", str(exc))
     stored = store.admin_password_hash
-    if principal_of(request).via != "loopback" and stored is not None:
-        wait = state.auth_attempt(request)
+    if stored is not None:
+        wait = state.attempt(request, "login")
         if wait:
             return _too_many(wait)
         if not await _kdf(request, crypto.verify_password, body.current, stored):
             return error_response(403, "invalid_password", "wrong current password")
-        state.auth_succeeded(request)
+        state.succeeded(request, "login")
     digest = await _kdf(request, crypto.hash_password, body.new)
     await store.set_admin_password_hash(digest)
     await _login(request, store)
-    log.warning("admin password changed from %s", request.remote)
+    log.warning("admin password changed from %s", client_address(request))
     return await _me_response(request, store, 200)
 
 
@@ -449,6 +483,7 @@ async def remove_device(request: web.Request) -> web.Response:
     device = await store.remove_device(device_id)
     if device is None:
         raise web.HTTPNotFound(text=f"no device with id {device_id}")
+    await cut_off(request, device_id=device.id)
     log.warning("admin unpaired device %d %r", device.id, device.name)
     return web.json_response(_device_out(device, request))
 
@@ -469,8 +504,8 @@ async def create_token(request: web.Request) -> web.Response:
     """``POST /api/auth/tokens``."""
     store = await _store(request)
     body = TokenRequest.model_validate(await _body(request))
-    token, secret = await store.create_token(body.name)
-    log.warning("API token %d %r created", token.id, token.name)
+    token, secret = await store.create_token(body.name, body.scope)
+    log.warning("API token %d %r (scope %s) created", token.id, token.name, token.scope)
     return web.json_response({**token.to_dict(), "token": secret}, status=201)
 
 
@@ -483,6 +518,7 @@ async def remove_token(request: web.Request) -> web.Response:
     token = await store.remove_token(token_id)
     if token is None:
         raise web.HTTPNotFound(text=f"no API token with id {token_id}")
+    await cut_off(request, token_id=token.id)
     return web.json_response(token.to_dict())
 
 

@@ -40,11 +40,11 @@ from pydantic import ValidationError
 from climbd.api.keys import CONFIG, LIVE, RECORDER
 from climbd.api.openapi import operation
 from climbd.api.schemas import SaveLastRequest, StartRequest
+from climbd.api.security import message_bucket
 from climbd.api.sessions import session_out
 from climbd.api.whep import Problem, endpoint_of, problem
 from climbd.errors import ClimbdError
 from climbd.recording import Recorder
-from climbd.security.middleware import message_bucket
 from climbd.security.ratelimit import TokenBucket
 from climbd.streaming import WhepEndpoint
 from climbd.streaming.landmarks import hello_message, pack_message

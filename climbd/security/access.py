@@ -17,6 +17,18 @@ Access values (the ``access=`` of :func:`climbd.api.openapi.operation`), weakest
 A route whose handler declares no access (``access=None``) is treated as ``admin``: a new
 route is closed until someone decides who may call it (``tests/test_security_access.py``
 fails on it too).
+
+API tokens carry a **scope** (``climbd token create --scope ...``, :data:`TOKEN_SCOPES`):
+
+==============  ===========================================================================
+``trigger``     the ``token`` routes: start, stop, save-last, current recording
+``read``        read-only (GET/HEAD) of everything a paired device may read, except the live
+                view: sessions, poses, video, exports, health details
+``viewer``      ``read`` plus the live view (WHEP, the ``/api/live`` WebSocket)
+``admin``       the admin; only made on the local admin socket (never over HTTP)
+==============  ===========================================================================
+
+Pure (no aiohttp): the middleware that applies these rules is :mod:`climbd.api.security`.
 """
 
 from __future__ import annotations
@@ -25,23 +37,33 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from aiohttp import web
-
+from climbd.security import store
 from climbd.security.scope import Viewer
 from climbd.security.store import ApiToken, Device
 
 __all__ = [
     "ACCESS_RANK",
+    "LIVE_ROUTES",
     "NOT_SESSION_SCOPED",
     "SESSION_SCOPED",
+    "TOKEN_SCOPES",
     "Principal",
-    "route_access",
-    "route_template",
     "session_resource",
 ]
 
 Role = Literal["anonymous", "token", "wall", "admin"]
-Via = Literal["none", "cookie", "bearer", "loopback"]
+Via = Literal["none", "cookie", "bearer", "loopback", "local"]
+Scope = Literal["trigger", "read", "viewer", "admin"]
+#: Scopes of API tokens (see the module docstring).
+TOKEN_SCOPES: tuple[Scope, ...] = ("trigger", "read", "viewer", "admin")
+assert TOKEN_SCOPES == store.TOKEN_SCOPES
+#: Role each token scope maps to (``read``/``viewer`` are restricted further by method).
+SCOPE_ROLE: dict[str, Role] = {"trigger": "token", "read": "wall", "viewer": "wall",
+                               "admin": "admin"}
+#: Route templates of the live view (a ``viewer`` token may use them, a ``read`` one not).
+LIVE_ROUTES: frozenset[str] = frozenset({"/api/whep", "/api/whep/{id}", "/api/live",
+                                         "/api/live/stats", "/api/ghost/stats"})
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 
 #: Rank of each access value; a principal may call a route if its role's rank is at least
 #: the route's.
@@ -72,9 +94,10 @@ class Principal:
 
     Attributes:
         role: 'anonymous', 'token', 'wall' or 'admin'.
-        via: how it was established: 'none', 'cookie', 'bearer' or 'loopback'.
+        via: how it was established: 'none', 'cookie', 'bearer', 'loopback' (the opt-in
+            ``security.loopback_is_trusted``) or 'local' (the admin Unix socket).
         device: the paired device (from its cookie), also for an admin on a tablet.
-        token: the API token used.
+        token: the API token used (its ``scope`` narrows the role).
     """
 
     role: Role = "anonymous"
@@ -82,9 +105,28 @@ class Principal:
     device: Device | None = None
     token: ApiToken | None = None
 
-    def may(self, access: str) -> bool:
-        """True if this principal may call a route with this access value."""
-        return ACCESS_RANK[self.role] >= ACCESS_RANK[access]
+    def may(self, access: str, method: str = "GET", template: str | None = None) -> bool:
+        """True if this principal may call ``method`` on a route with this access value
+        (``template``: the route, for the ``read``/``viewer`` token scopes)."""
+        if ACCESS_RANK[self.role] < ACCESS_RANK[access]:
+            return False
+        scope = self.token.scope if self.token is not None else None
+        if scope in ("read", "viewer") and access in ("token", "wall"):
+            live = template in LIVE_ROUTES
+            if live:
+                return scope == "viewer"
+            return method in _SAFE
+        return True
+
+    @property
+    def owner(self) -> tuple[int | None, int | None]:
+        """(device id, token id) a recording started by this principal belongs to; (None,
+        None) is the box itself (GPIO, hands-free, the admin without a device)."""
+        if self.device is not None:
+            return self.device.id, None
+        if self.token is not None and self.token.scope != "admin":
+            return None, self.token.id
+        return None, None
 
     @property
     def viewer(self) -> Viewer:
@@ -93,40 +135,6 @@ class Principal:
 
 
 ANONYMOUS = Principal()
-
-
-def route_template(request: web.Request) -> str | None:
-    """The matched route's template (``/api/sessions/{id}``), or None if nothing matched."""
-    match = request.match_info
-    if match.http_exception is not None:
-        return None
-    resource = match.route.resource
-    if resource is None:
-        return None
-    info = resource.get_info()
-    return info.get("formatter") or info.get("path") or info.get("prefix")
-
-
-def route_access(request: web.Request) -> str:
-    """The access value that applies to ``request``'s route.
-
-    Unmatched requests are ``anonymous`` (aiohttp answers 404/405 by itself). Routes without
-    a declared value are ``admin`` under ``/api`` and for decorated handlers, ``anonymous``
-    for undecorated non-API routes (the static web UI).
-    """
-    match = request.match_info
-    if match.http_exception is not None:
-        return "anonymous"
-    op = getattr(match.handler, "__openapi__", None)
-    access = getattr(op, "access", None)
-    if access is not None:
-        if access not in ACCESS_RANK:
-            return "admin"
-        return str(access)
-    template = route_template(request) or request.path
-    if op is not None or template.startswith("/api"):
-        return "admin"
-    return "anonymous"
 
 
 def session_resource(template: str) -> Literal["session", "exports", "shares"] | None:

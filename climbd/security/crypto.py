@@ -12,7 +12,9 @@ Sources of the constants:
   to the session and with no server-side state.
 - Pairing codes are :data:`PAIRING_CODE_DIGITS` = 8 decimal digits (10^8 values), single
   use, short-lived, guessed at a globally rate-limited pace (see THREAT_MODEL.md for the
-  odds).
+  odds). Codes from ``climbd pair`` (the local admin channel) have
+  :data:`CLI_CODE_DIGITS` = 12 digits (10^12 values): they are guessed under a per-client
+  budget only, so a flood against 8-digit codes cannot block them.
 - The admin password (or PIN) is stretched with scrypt (RFC 7914) from :mod:`hashlib`,
   :data:`SCRYPT_N` = 2^14, :data:`SCRYPT_R` = 8, :data:`SCRYPT_P` = 5: one of the equivalent
   settings of OWASP's Password Storage Cheat Sheet (same CPU cost as N=2^17, r=8, p=1, but
@@ -56,6 +58,8 @@ TOKEN_BYTES = 32
 API_TOKEN_PREFIX = "climbd_"
 #: Digits in a pairing code.
 PAIRING_CODE_DIGITS = 8
+#: Digits in a pairing code made by ``climbd pair`` on the appliance.
+CLI_CODE_DIGITS = 12
 #: scrypt cost parameters (see the module docstring).
 SCRYPT_N = 2**14
 SCRYPT_R = 8
@@ -98,25 +102,27 @@ def csrf_matches(header: str | None, cookie_values: list[str]) -> bool:
     return ok
 
 
-def new_pairing_code() -> str:
-    """A new pairing code: :data:`PAIRING_CODE_DIGITS` random decimal digits."""
-    return f"{secrets.randbelow(10**PAIRING_CODE_DIGITS):0{PAIRING_CODE_DIGITS}d}"
+def new_pairing_code(digits: int = PAIRING_CODE_DIGITS) -> str:
+    """A new pairing code: ``digits`` (8 or 12) random decimal digits."""
+    return f"{secrets.randbelow(10**digits):0{digits}d}"
 
 
 def normalize_code(text: str) -> str | None:
-    """The digits of a typed code (spaces and dashes ignored), or None if it cannot be one."""
-    if len(text) > 4 * PAIRING_CODE_DIGITS:
+    """The ASCII digits of a typed code (spaces and dashes ignored) if it has 8 or 12 of
+    them, else None."""
+    if len(text) > 4 * CLI_CODE_DIGITS:
         return None
     digits = "".join(c for c in text if c not in " -\t")
-    if len(digits) != PAIRING_CODE_DIGITS or not (digits.isascii() and digits.isdigit()):
+    if len(digits) not in (PAIRING_CODE_DIGITS, CLI_CODE_DIGITS) or not (
+            digits.isascii() and digits.isdigit()):
         return None
     return digits
 
 
 def format_code(code: str) -> str:
-    """``12345678`` -> ``1234-5678`` (easier to read aloud and to type)."""
-    half = len(code) // 2
-    return f"{code[:half]}-{code[half:]}"
+    """``12345678`` -> ``1234-5678``, ``123456789012`` -> ``1234-5678-9012`` (easier to
+    read aloud and to type)."""
+    return "-".join(code[i:i + 4] for i in range(0, len(code), 4))
 
 
 def code_hash(kind: str, code: str) -> str:

@@ -13,12 +13,20 @@
   its owner device and the admin. Unpairing a device leaves its private sessions to the
   admin only (``ON DELETE SET NULL``).
 
+:data:`OWNERS_MIGRATION` (the next one) adds:
+
+- ``api_tokens.scope``: ``trigger``, ``read``, ``viewer`` or ``admin``
+  (:data:`climbd.security.access.TOKEN_SCOPES`); older tokens were triggers.
+- ``sessions.owner_token_id``: the API token that started a recording. A session with
+  neither an owner device nor an owner token belongs to the box (GPIO, hands-free, ingest,
+  sessions recorded before owners existed): only the admin changes its privacy.
+
 Pure SQL text, no imports, so the storage layer can import it without cycles.
 """
 
 from __future__ import annotations
 
-__all__ = ["SECURITY_MIGRATION"]
+__all__ = ["OWNERS_MIGRATION", "SECURITY_MIGRATION"]
 
 SECURITY_MIGRATION = """
     CREATE TABLE devices (
@@ -59,4 +67,11 @@ SECURITY_MIGRATION = """
     ALTER TABLE sessions ADD COLUMN private INTEGER NOT NULL DEFAULT 0
         CHECK (private IN (0, 1));
     CREATE INDEX sessions_owner ON sessions (owner_device_id);
+"""
+
+OWNERS_MIGRATION = """
+    ALTER TABLE api_tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'trigger'
+        CHECK (scope IN ('trigger', 'read', 'viewer', 'admin'));
+    ALTER TABLE sessions ADD COLUMN owner_token_id INTEGER
+        REFERENCES api_tokens (id) ON DELETE SET NULL;
 """

@@ -34,6 +34,8 @@ MAX_ACTIVE_CODES = 5
 #: Device and token names, characters.
 NAME_MAX = 64
 _ADMIN_PASSWORD_KEY = "admin_password"
+#: Scopes of API tokens (the same tuple as climbd.security.access.TOKEN_SCOPES).
+TOKEN_SCOPES = ("trigger", "read", "viewer", "admin")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class ApiToken:
     name: str
     created_at: float
     last_used_at: float | None = None
+    #: 'trigger', 'read', 'viewer' or 'admin' (climbd.security.access.TOKEN_SCOPES)
+    scope: str = "trigger"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (times in Unix seconds)."""
@@ -105,11 +109,12 @@ class AuthStore:
                             r["id"], r["name"], r["created_at"], r["last_seen_at"],
                             r["user_agent"])
                 async with conn.execute(
-                    "SELECT id, name, token_sha256, created_at, last_used_at FROM api_tokens"
-                ) as cur:
+                    "SELECT id, name, token_sha256, created_at, last_used_at, scope "
+                    "FROM api_tokens") as cur:
                     for r in await cur.fetchall():
                         self._tokens[r["token_sha256"]] = ApiToken(
-                            r["id"], r["name"], r["created_at"], r["last_used_at"])
+                            r["id"], r["name"], r["created_at"], r["last_used_at"],
+                            r["scope"])
                 async with conn.execute(
                     "SELECT token_sha256, created_at, expires_at, last_seen_at "
                     "FROM admin_sessions WHERE expires_at > ?", (time.time(),)) as cur:
@@ -198,18 +203,24 @@ class AuthStore:
         """Every API token, oldest first (never the secrets)."""
         return sorted(self._tokens.values(), key=lambda t: t.id)
 
-    async def create_token(self, name: str) -> tuple[ApiToken, str]:
-        """A new API token and its secret (returned once; only its hash is stored)."""
+    async def create_token(self, name: str, scope: str = "trigger") -> tuple[ApiToken, str]:
+        """A new API token and its secret (returned once; only its hash is stored).
+
+        Raises:
+            ValueError: ``scope`` is not one of ``trigger``, ``read``, ``viewer``, ``admin``.
+        """
+        if scope not in TOKEN_SCOPES:
+            raise ValueError(f"unknown token scope {scope!r}; one of {', '.join(TOKEN_SCOPES)}")
         secret = crypto.new_token(crypto.API_TOKEN_PREFIX)
         digest = crypto.token_hash(secret)
         now = time.time()
         name = name.strip()[:NAME_MAX] or "token"
         async with self.db._transaction("create API token") as conn:
             cur = await conn.execute(
-                "INSERT INTO api_tokens (name, token_sha256, created_at) VALUES (?, ?, ?)",
-                (name, digest, now))
+                "INSERT INTO api_tokens (name, token_sha256, created_at, scope) "
+                "VALUES (?, ?, ?, ?)", (name, digest, now, scope))
             assert cur.lastrowid is not None
-            tok = ApiToken(cur.lastrowid, name, now, None)
+            tok = ApiToken(cur.lastrowid, name, now, None, scope)
         self._tokens[digest] = tok
         return tok, secret
 
@@ -298,12 +309,12 @@ class AuthStore:
                                    (digest,))
 
     # -- pairing codes ---------------------------------------------------------------------
-    async def create_code(self, kind: CodeKind, ttl_s: float, origin: str = "") -> tuple[str,
-                                                                                        float]:
+    async def create_code(self, kind: CodeKind, ttl_s: float, origin: str = "",
+                          digits: int = crypto.PAIRING_CODE_DIGITS) -> tuple[str, float]:
         """A new single-use pairing code of ``kind`` valid ``ttl_s`` seconds: returns the
-        code (digits) and its expiry (Unix seconds). Keeps at most MAX_ACTIVE_CODES valid
-        codes of a kind (the oldest goes)."""
-        code = crypto.new_pairing_code()
+        code (``digits`` digits: 8, or 12 for ``climbd pair``) and its expiry (Unix
+        seconds). Keeps at most MAX_ACTIVE_CODES valid codes of a kind (the oldest goes)."""
+        code = crypto.new_pairing_code(digits)
         now = time.time()
         expires = now + ttl_s
         async with self.db._transaction("create pairing code") as conn:

@@ -1,39 +1,38 @@
-"""The listening socket: optional TLS, per-client connection cap, request-head deadline.
+"""The listening socket's policy: optional TLS, global and per-client connection caps.
 
 - **TLS** (``server.tls_cert`` / ``server.tls_key``): :func:`server_ssl_context` builds a
   server :class:`ssl.SSLContext` from :func:`ssl.create_default_context` (Python's secure
   defaults) with TLS 1.2 as the floor (RFC 9325 §3.1.1: TLS 1.2 or later only). Without
   both files the appliance speaks plain HTTP, which the LAN setup allows (THREAT_MODEL.md).
-- **Slow clients**: aiohttp closes a connection whose complete request head has not arrived
-  ``keepalive_timeout`` seconds after it opened (or after its previous response), so
-  :func:`runner_options` sets it to ``security.header_timeout_s``; a client trickling a
-  header byte by byte is dropped then, and — asyncio serving every connection on one
-  loop — never delays the others while it lasts.
 - **Connection floods**: :class:`ConnectionGuard` closes a new connection at once when its
   client address (IPv4, or IPv6 /64) already holds ``security.max_connections_per_client``
-  connections, so one client cannot use up the process's file descriptors.
+  connections, or when the process already holds :func:`connection_cap` connections in all:
+  many addresses together cannot use up the file descriptors the recorder, SQLite and the
+  live view need (``LimitNOFILE`` in ``systemd/climbd.service``; the cap stays below it).
+
+The aiohttp side (the site that applies the guard, the request-head deadline, the log filter
+for malformed requests) is :mod:`climbd.api.server`. Pure standard library here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
+import resource
 import ssl
-import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-
-from climbd.config import Config
 from climbd.errors import ConfigError
 from climbd.security.ratelimit import client_key
 
-__all__ = ["ConnectionGuard", "GuardedSite", "make_site", "runner_options",
-           "server_ssl_context"]
+__all__ = ["FD_HEADROOM", "ConnectionGuard", "connection_cap", "server_ssl_context"]
+
+#: File descriptors kept out of reach of client connections: the recorder's files, SQLite
+#: (database, WAL, shared memory), the camera, ffmpeg/export pipes, aiortc's UDP sockets of
+#: live viewers, the admin socket and log files. Each WHEP viewer holds a handful of UDP
+#: sockets (one per ICE candidate), so this leaves room for tens of viewers.
+FD_HEADROOM = 256
 
 log = logging.getLogger(__name__)
 
@@ -58,59 +57,37 @@ def server_ssl_context(cert: str, key: str) -> ssl.SSLContext | None:
     return ctx
 
 
-class _MalformedRequestFilter(logging.Filter):
-    """aiohttp logs every malformed request (bad header, line too long) at ERROR with a
-    traceback: a hostile client could fill the journal. Such records become one WARNING line
-    without traceback, at most one per :data:`MALFORMED_LOG_EVERY_S`; other records pass."""
+def connection_cap(configured: int, soft_limit: int | None = None) -> int:
+    """The most client connections the process may hold: ``configured``
+    (``security.max_connections``, 0 = automatic), never more than the process's soft
+    ``RLIMIT_NOFILE`` minus :data:`FD_HEADROOM` (and at least 16).
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._last = -math.inf
-        self.suppressed = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, HttpProcessingError) or record.levelno > logging.ERROR:
-            return True
-        now = time.monotonic()
-        if now - self._last < MALFORMED_LOG_EVERY_S:
-            self.suppressed += 1
-            return False
-        self._last = now
-        record.msg = f"{record.getMessage()}: {exc.__class__.__name__} (status {exc.code})" + (
-            f"; {self.suppressed} more malformed requests not logged" if self.suppressed
-            else "")
-        record.args = ()
-        record.exc_info = None
-        record.exc_text = None
-        record.levelno, record.levelname = logging.WARNING, "WARNING"
-        self.suppressed = 0
-        return True
-
-
-#: Seconds between two log lines about malformed requests.
-MALFORMED_LOG_EVERY_S = 10.0
-_server_log = logging.getLogger("climbd.http")
-_server_log.addFilter(_MalformedRequestFilter())
-
-
-def runner_options(config: Config) -> dict[str, Any]:
-    """Keyword arguments for :class:`aiohttp.web.AppRunner`: the request-head deadline and a
-    server logger that does not let malformed requests flood the journal."""
-    return {"keepalive_timeout": config.security.header_timeout_s, "logger": _server_log}
+    Args:
+        configured: the configured cap, or 0 for "as many as the fd limit allows".
+        soft_limit: the fd limit to use (default: ``getrlimit(RLIMIT_NOFILE)``).
+    """
+    if soft_limit is None:
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft_limit == resource.RLIM_INFINITY or soft_limit <= 0:
+        soft_limit = 1 << 20
+    ceiling = max(16, soft_limit - FD_HEADROOM)
+    return ceiling if configured <= 0 else min(configured, ceiling)
 
 
 class ConnectionGuard:
-    """Counts open connections per client and refuses those over the limit.
+    """Counts open connections per client and in all, and refuses those over a limit.
 
     Args:
         limit: connections one client address may hold open.
+        total: connections all clients together may hold open (see :func:`connection_cap`).
     """
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, total: int = 1 << 20):
         self.limit = limit
+        self.total = total
         self.open: Counter[str] = Counter()
-        #: connections closed at once because their client was over the limit
+        self.open_total = 0
+        #: connections closed at once because their client (or everyone) was over a limit
         self.refused = 0
 
     def wrap(self, factory: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
@@ -133,14 +110,22 @@ class _GuardedProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         key = client_key(peer[0] if isinstance(peer, tuple) and peer else None)
         guard = self._guard
-        if guard.open[key] >= guard.limit:
+        over_client = guard.open[key] >= guard.limit
+        if over_client or guard.open_total >= guard.total:
             guard.refused += 1
             if guard.refused <= 3 or guard.refused % 100 == 0:
-                log.warning("closing a connection from %s: %d already open "
-                            "(security.max_connections_per_client)", key, guard.open[key])
+                if over_client:
+                    log.warning("closing a connection from %s: %d already open "
+                                "(security.max_connections_per_client; %d refused so far)",
+                                key, guard.open[key], guard.refused)
+                else:
+                    log.warning("closing a connection from %s: %d connections open in all "
+                                "(security.max_connections, below LimitNOFILE; %d refused "
+                                "so far)", key, guard.open_total, guard.refused)
             transport.abort()  # type: ignore[attr-defined]
             return
         guard.open[key] += 1
+        guard.open_total += 1
         self._key = key
         self._inner = self._factory()
         self._inner.connection_made(transport)
@@ -148,6 +133,7 @@ class _GuardedProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._key is not None:
             self._guard.open[self._key] -= 1
+            self._guard.open_total -= 1
             if self._guard.open[self._key] <= 0:
                 del self._guard.open[self._key]
             self._key = None
@@ -170,46 +156,3 @@ class _GuardedProtocol(asyncio.Protocol):
             self._inner.resume_writing()
 
 
-class GuardedSite(web.TCPSite):
-    """A :class:`aiohttp.web.TCPSite` whose connections pass a :class:`ConnectionGuard`."""
-
-    def __init__(self, runner: web.BaseRunner, host: str | None, port: int | None, *,
-                 guard: ConnectionGuard, ssl_context: ssl.SSLContext | None = None):
-        super().__init__(runner, host, port, ssl_context=ssl_context)
-        self.guard = guard
-
-    @property
-    def port(self) -> int:
-        """The bound port once started (the requested one before)."""
-        bound: int | None = getattr(self, "_bound_port", None)
-        return bound if bound is not None else int(self._port)
-
-    @property
-    def tls(self) -> bool:
-        """True if the site serves HTTPS."""
-        return self._ssl_context is not None
-
-    async def start(self) -> None:
-        """Listen (same as TCPSite.start, with the guarded protocol factory)."""
-        await web.BaseSite.start(self)
-        loop = asyncio.get_running_loop()
-        server = self._runner.server
-        assert server is not None
-        self._server = await loop.create_server(
-            self.guard.wrap(server), self._host, self._port, ssl=self._ssl_context,
-            backlog=self._backlog)
-        sockets = self._server.sockets
-        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
-
-
-def make_site(runner: web.BaseRunner, config: Config) -> GuardedSite:
-    """The daemon's listening site: ``server.host``/``server.port``, TLS if configured,
-    connections capped per client.
-
-    Raises:
-        ConfigError: bad TLS settings.
-    """
-    ctx = server_ssl_context(config.server.tls_cert, config.server.tls_key)
-    return GuardedSite(runner, config.server.host, config.server.port,
-                       guard=ConnectionGuard(config.security.max_connections_per_client),
-                       ssl_context=ctx)

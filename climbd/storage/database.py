@@ -42,7 +42,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from climbd.errors import DiskFullError, SessionNotFound, StorageError
-from climbd.security.schema import SECURITY_MIGRATION
+from climbd.security.schema import OWNERS_MIGRATION, SECURITY_MIGRATION
 from climbd.security.scope import check_visible, session_filter_sql
 from climbd.storage.attempts import ATTEMPTS_MIGRATION
 from climbd.storage.exports import EXPORTS_MIGRATION
@@ -101,6 +101,7 @@ MIGRATIONS: tuple[str, ...] = (
     EXPORTS_MIGRATION,  # 2: sessions.pinned, exports, shares (climbd.storage.exports)
     SECURITY_MIGRATION,  # 3: devices, tokens, pairing codes, session privacy (climbd.security)
     ATTEMPTS_MIGRATION,  # 4: attempts and attempt_analyses (climbd.storage.attempts)
+    OWNERS_MIGRATION,  # 5: API token scopes, sessions.owner_token_id (climbd.security)
 )
 
 #: Up to this many chunks (~seconds) are decoded on the event loop; more go to a thread.
@@ -109,7 +110,7 @@ _DECODE_INLINE_CHUNKS = 8
 _SESSION_COLUMNS = (
     "id, name, description, climber, created_at, updated_at, duration_s, frame_count, "
     "frames_with_pose, video_path, status, error, width, height, fps, source, pre_roll_s, "
-    "pinned, owner_device_id, private"
+    "pinned, owner_device_id, private, owner_token_id"
 )
 
 
@@ -131,6 +132,7 @@ class SessionRecord(BaseModel):
         pre_roll_s: seconds of the session recorded before the trigger.
         pinned: never deleted automatically (retention).
         owner_device_id: the paired device that owns the session, or None.
+        owner_token_id: the API token that started it, or None (neither: the box).
         private: visible only to the owner device and the admin (user-facing reads —
             :meth:`Database.get_session`, :meth:`~Database.list_sessions`,
             :meth:`~Database.poses`, edits and deletes — filter by the request's viewer,
@@ -159,6 +161,7 @@ class SessionRecord(BaseModel):
     pinned: bool = False
     owner_device_id: int | None = None
     private: bool = False
+    owner_token_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a JSON-ready dict."""
@@ -331,7 +334,9 @@ class Database:
     # -- sessions --------------------------------------------------------------------------
     async def create_session(self, *, name: str = "", description: str = "", climber: str = "",
                              source: str = "", width: int, height: int, fps: float,
-                             pre_roll_s: float = 0.0, video_path: str = "") -> SessionRecord:
+                             pre_roll_s: float = 0.0, video_path: str = "",
+                             owner_device_id: int | None = None,
+                             owner_token_id: int | None = None) -> SessionRecord:
         """Insert a new session in status 'recording', created now.
 
         Args:
@@ -339,6 +344,7 @@ class Database:
             width, height: video size, pixels; fps: nominal frame rate.
             pre_roll_s: seconds recorded before the trigger.
             video_path: video file relative to the state directory ('' if not known yet).
+            owner_device_id, owner_token_id: who started it (neither: the box).
 
         Raises:
             DiskFullError, StorageError: the row cannot be written.
@@ -347,10 +353,12 @@ class Database:
         async with self._transaction("create session") as conn:
             cur = await conn.execute(
                 "INSERT INTO sessions (name, description, climber, created_at, updated_at, "
-                "video_path, status, width, height, fps, source, pre_roll_s) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'recording', ?, ?, ?, ?, ?)",
+                "video_path, status, width, height, fps, source, pre_roll_s, "
+                "owner_device_id, owner_token_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'recording', ?, ?, ?, ?, ?, ?, ?)",
                 (name.strip() or default_session_name(now), description, climber, now, now,
-                 video_path, int(width), int(height), float(fps), source, float(pre_roll_s)),
+                 video_path, int(width), int(height), float(fps), source, float(pre_roll_s),
+                 owner_device_id, owner_token_id),
             )
             assert cur.lastrowid is not None
             return await self._get(conn, cur.lastrowid)

@@ -18,10 +18,11 @@ from climbd.broadcast import Broadcast
 from climbd.config import WebRTCConfig
 from climbd.pose import Pose
 from climbd.streaming.datachannel import MessageHandler
-from climbd.streaming.errors import UnknownViewer, ViewerLimitReached
+from climbd.streaming.errors import OfferError, UnknownViewer, ViewerLimitReached
 from climbd.streaming.feed import LandmarkFeed
 from climbd.streaming.keyframes import KeyframeGovernor
 from climbd.streaming.offer import parse_offer
+from climbd.streaming.profiles import offer_has_profile, profile_name
 from climbd.streaming.session import WhepSession
 from climbd.streaming.track import SharedPacketizer
 from climbd.video import EncodedPacket
@@ -77,6 +78,13 @@ class WhepEndpoint:
         self.refused = 0
         self.close_reasons: dict[str, int] = {}
 
+    def _camera_profile(self) -> str | None:
+        """The camera's ``profile-level-id`` while its H.264 is passed through, else None."""
+        info = getattr(self._source, "stream_info", None)  # optional on a LiveSource
+        if info is None or getattr(info, "source", "encode") != "camera":
+            return None
+        return str(info.profile_level_id) or None
+
     def start(self) -> None:
         """Start the shared landmark feed (call on the event loop)."""
         if self.feed is None:
@@ -111,6 +119,13 @@ class WhepEndpoint:
             self.refused += 1
             raise ViewerLimitReached(self.config.max_viewers)
         offer = parse_offer(offer_sdp)
+        profile_level_id = self._camera_profile()
+        if profile_level_id and not offer_has_profile(offer.h264_profiles, profile_level_id):
+            raise OfferError(
+                f"the camera sends H.264 {profile_name(profile_level_id)} (profile-level-id "
+                f"{profile_level_id}, passed through as it is) and this player offers only "
+                f"{', '.join(offer.h264_profiles)}: set the camera to Constrained Baseline, or "
+                "video.encoder = \"libx264\"", code="no-h264-profile")
         self.start()
         assert self.feed is not None
         session = WhepSession(
@@ -121,6 +136,7 @@ class WhepEndpoint:
             on_closed=self._forget,
             message_limit=self.message_limit,
             channel_handlers=self.channel_handlers,
+            profile_level_id=profile_level_id,
         )
         self._sessions[session.id] = session  # reserve the slot before the first await
         answer = await session.answer(offer)

@@ -32,6 +32,7 @@ class OfferSummary:
         candidates: number of ICE candidates already in the offer (0 = trickle to follow).
         ice_ufrag, ice_pwd: the viewer's ICE credentials (of the first media section; BUNDLE
             makes them common), to tell trickled candidates from an ICE restart.
+        h264_profiles: the offered H.264 ``profile-level-id`` values (see the field).
     """
 
     sdp: str
@@ -40,6 +41,9 @@ class OfferSummary:
     candidates: int
     ice_ufrag: str
     ice_pwd: str
+    #: ``profile-level-id`` of every H.264 (packetization-mode 1) format offered, in order
+    #: (``42e01f``, the RFC 6184 default, where the offer gives none)
+    h264_profiles: tuple[str, ...] = ()
 
 
 def parse_offer(text: str) -> OfferSummary:
@@ -96,4 +100,6 @@ def parse_offer(text: str) -> OfferSummary:
         candidates=candidates,
         ice_ufrag=first_ice.usernameFragment or "",
         ice_pwd=first_ice.password or "",
+        h264_profiles=tuple(str(c.parameters.get("profile-level-id", "42e01f")).lower()
+                            for c in h264),
     )

@@ -27,7 +27,6 @@ from typing import Any
 from aiortc import (
     RTCDataChannel,
     RTCPeerConnection,
-    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.sdp import candidate_from_sdp
@@ -39,22 +38,13 @@ from climbd.streaming.feed import LandmarkFeed
 from climbd.streaming.ice import ice_configuration, restrict_host_candidates
 from climbd.streaming.keyframes import KeyframeGovernor
 from climbd.streaming.offer import OfferSummary
+from climbd.streaming.profiles import preferences
 from climbd.streaming.track import EncodedVideoTrack, SharedPacketizer
 from climbd.video import EncodedPacket
 
 __all__ = ["WhepSession"]
 
 log = logging.getLogger(__name__)
-
-
-def _h264_preferences() -> list[Any]:
-    """H.264 (constrained baseline first, then baseline) and RTX: never VP8, never encode."""
-    codecs = RTCRtpSender.getCapabilities("video").codecs
-    h264 = [c for c in codecs if c.mimeType.lower() == "video/h264"]
-    h264.sort(key=lambda c: 0 if str(c.parameters.get("profile-level-id", "")).lower()
-              .startswith("42e0") else 1)
-    rtx = [c for c in codecs if c.mimeType.lower() == "video/rtx"]
-    return h264 + rtx
 
 
 class WhepSession:
@@ -69,6 +59,9 @@ class WhepSession:
         host_candidates: local addresses to gather on (empty = aioice's default).
         ice_timeout_s: seconds to connect before the session closes itself.
         on_closed: called once when the session has closed.
+        profile_level_id: in passthrough, the camera's H.264 ``profile-level-id``: the
+            answer carries that profile (:mod:`climbd.streaming.profiles`); None = our own
+            constrained-baseline encode.
 
     Attributes:
         id: URL-safe random id (the Location path segment), 128 bits.
@@ -91,8 +84,11 @@ class WhepSession:
         on_closed: Callable[[WhepSession], None] | None = None,
         message_limit: tuple[float, float] | None = None,
         channel_handlers: Mapping[str, MessageHandler] | None = None,
+        profile_level_id: str | None = None,
     ):
         self._message_limit = message_limit
+        #: the camera's profile-level-id in passthrough (None: our constrained baseline)
+        self._profile_level_id = profile_level_id
         self._channel_handlers = channel_handlers
         self.id = secrets.token_urlsafe(16)
         self.etag = f'"{secrets.token_hex(8)}"'
@@ -138,7 +134,7 @@ class WhepSession:
     async def _answer(self, offer: OfferSummary) -> str:
         self.track = EncodedVideoTrack(self._packets, self._keyframes, self._packetizer)
         transceiver = self.pc.addTransceiver(self.track, direction="sendonly")
-        transceiver.setCodecPreferences(_h264_preferences())
+        transceiver.setCodecPreferences(preferences(self._profile_level_id))
         self.track.attach(transceiver.sender)
         await self.pc.setRemoteDescription(RTCSessionDescription(offer.sdp, "offer"))
         if transceiver.mid is None or transceiver.mid != offer.video_mid:

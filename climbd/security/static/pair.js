@@ -1,5 +1,6 @@
 // Pairing page (served at /pair, no inline script: CSP script-src 'self'), inside the app
-// shell. The code is typed on big keys (8 digits, shown as 1234-5678); every
+// shell. The code is typed on big keys (8 digits, shown as 1234-5678; codes printed by
+// `climbd pair` on the appliance have 12: 1234-5678-9012); every
 // state-changing request goes through /ui/js/api.js (CSRF header from GET /api/auth/me).
 
 import { api, whoAmI } from "/ui/js/api.js";
@@ -7,17 +8,18 @@ import { initShell } from "/ui/js/shell.js";
 
 const $ = (id) => document.getElementById(id);
 const shell = initShell({ page: "settings", title: "Pair this screen" });
-const DIGITS = 8;
+const DIGITS = 8;       // codes from a paired screen or the journal
+const CLI_DIGITS = 12;  // codes from `climbd pair` on the appliance
 let me = null;
 let code = "";
 
 function show(id, visible) { $(id).hidden = !visible; }
 
 function showCode() {
-  const padded = code.padEnd(DIGITS, "–");
-  $("code-display").textContent = `${padded.slice(0, 4)}-${padded.slice(4)}`;
+  const padded = code.padEnd(code.length > DIGITS ? CLI_DIGITS : DIGITS, "–");
+  $("code-display").textContent = padded.match(/.{1,4}/g).join("-");
   $("pair-code").value = code;
-  $("pair-submit").disabled = code.length !== DIGITS;
+  $("pair-submit").disabled = code.length !== DIGITS && code.length !== CLI_DIGITS;
 }
 
 async function refresh() {
@@ -32,7 +34,7 @@ async function refresh() {
   const setup = !me.admin_configured;
   $("admin-title").textContent = setup ? "Choose the admin PIN" : "Reset the admin PIN";
   $("admin-submit").textContent = setup ? "Set PIN" : "Reset PIN";
-  show("admin-code-label", !setup);
+  show("admin-code-label", true);  // setting the PIN always needs an admin code
   show("admin-form", me.role !== "admin" || setup);
   show("logout", me.role === "admin" && me.via === "cookie");
 }
@@ -43,12 +45,12 @@ $("pair-keys").addEventListener("click", (e) => {
   const k = b.dataset.key;
   if (k === "back") code = code.slice(0, -1);
   else if (k === "clear") code = "";
-  else if (code.length < DIGITS) code += k;
+  else if (code.length < CLI_DIGITS) code += k;
   showCode();
 });
 document.addEventListener("keydown", (e) => {
   if (e.target && e.target.tagName === "INPUT") return;
-  if (/^[0-9]$/.test(e.key) && code.length < DIGITS) { code += e.key; showCode(); }
+  if (/^[0-9]$/.test(e.key) && code.length < CLI_DIGITS) { code += e.key; showCode(); }
   else if (e.key === "Backspace") { code = code.slice(0, -1); showCode(); }
 });
 

@@ -46,7 +46,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from typing import Any
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -55,12 +56,13 @@ from climbd.config import SecurityConfig
 from climbd.ids import parse_id
 from climbd.security import crypto
 from climbd.security.access import (
+    ACCESS_RANK,
     ANONYMOUS,
+    SCOPE_ROLE,
     Principal,
-    route_access,
-    route_template,
     session_resource,
 )
+from climbd.security.connections import LiveConnections
 from climbd.security.hosts import (
     HostPolicy,
     is_loopback_address,
@@ -71,6 +73,8 @@ from climbd.security.hosts import (
 from climbd.security.ratelimit import KeyedLimiter, TokenBucket, client_key
 from climbd.security.scope import viewing
 from climbd.security.store import AuthStore
+
+AttemptKind = Literal["pairing", "login", "cli-code"]
 
 __all__ = [
     "ADMIN_COOKIE",
@@ -83,6 +87,8 @@ __all__ = [
     "install",
     "message_bucket",
     "principal_of",
+    "route_access",
+    "route_template",
 ]
 
 log = logging.getLogger(__name__)
@@ -109,24 +115,76 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 LOG_EVERY_S = 10.0
 
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("climbd_principal", Principal)
+CLIENT: web.RequestKey[str] = web.RequestKey("climbd_client", str)
 _COOKIE_CHANGES: web.RequestKey[list[tuple[str, str | None]]] = web.RequestKey(
     "climbd_cookie_changes", list)
 
 
+def route_template(request: web.Request) -> str | None:
+    """The matched route's template (``/api/sessions/{id}``), or None if nothing matched."""
+    match = request.match_info
+    if match.http_exception is not None:
+        return None
+    resource = match.route.resource
+    if resource is None:
+        return None
+    info = resource.get_info()
+    return info.get("formatter") or info.get("path") or info.get("prefix")
+
+
+def route_access(request: web.Request) -> str:
+    """The access value that applies to ``request``'s route.
+
+    Unmatched requests are ``anonymous`` (aiohttp answers 404/405 by itself). Routes without
+    a declared value are ``admin`` under ``/api`` and for decorated handlers, ``anonymous``
+    for undecorated non-API routes (the static web UI).
+    """
+    match = request.match_info
+    if match.http_exception is not None:
+        return "anonymous"
+    op = getattr(match.handler, "__openapi__", None)
+    access = getattr(op, "access", None)
+    if access is not None:
+        if access not in ACCESS_RANK:
+            return "admin"
+        return str(access)
+    template = route_template(request) or request.path
+    if op is not None or template.startswith("/api"):
+        return "admin"
+    return "anonymous"
+
+
+
 @dataclass
 class SecurityState:
-    """Per-application security state (limiters, credential store), built on first use from
-    the daemon's ``security`` config."""
+    """Per-application security state (limiters, credential store, live connections),
+    built on first use from the daemon's ``security`` config.
+
+    Attempt budgets are separate, so a flood of one kind cannot lock out another:
+
+    - ``pairing``: guesses of 8-digit codes (made on a paired screen or in the journal):
+      per client and globally (``security.auth_attempts_per_min`` / ``_global_per_min``);
+    - ``login``: admin password attempts, per client; anonymous clients together share
+      ``security.login_attempts_global_per_min``, each paired device has its own budget;
+    - ``cli-code``: the 12-digit codes of ``climbd pair`` (per client only: with 10^12
+      values no global budget is needed, see THREAT_MODEL.md), so a pairing-code flood never
+      blocks a fresh code from the CLI;
+    - ``bad-token``: unknown bearer tokens, per client.
+    """
 
     config: SecurityConfig | None = None
     hosts: HostPolicy | None = None
     store: AuthStore | None = None
     api: KeyedLimiter | None = None
     signalling: KeyedLimiter | None = None
-    auth: KeyedLimiter | None = None
-    auth_global: TokenBucket | None = None
+    budgets: dict[str, KeyedLimiter] = field(default_factory=dict)
+    globals: dict[str, TokenBucket] = field(default_factory=dict)
+    proxies: tuple[IPv4Network | IPv6Network, ...] = ()
     kdf_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: open live connections (WebSockets, WHEP peers) per owner, closed on unpair/revoke
+    live: LiveConnections = field(default_factory=lambda: LiveConnections())
     _logged: dict[str, float] = field(default_factory=dict)
+    _suppressed: dict[str, int] = field(default_factory=dict)
 
     def ensure(self, app: web.Application) -> SecurityConfig:
         """Build the state from the daemon's config if not done yet; return the config."""
@@ -137,9 +195,17 @@ class SecurityState:
         self.hosts = HostPolicy.from_config(cfg.allowed_hosts)
         self.api = KeyedLimiter(cfg.api_requests_per_s, cfg.api_burst)
         self.signalling = KeyedLimiter(cfg.signalling_per_min / 60.0, cfg.signalling_burst)
-        self.auth = KeyedLimiter(cfg.auth_attempts_per_min / 60.0, cfg.auth_attempts_per_min)
-        self.auth_global = TokenBucket(cfg.auth_attempts_global_per_min / 60.0,
-                                       cfg.auth_attempts_global_per_min, time.monotonic())
+        per_client = cfg.auth_attempts_per_min
+        for kind in ("pairing", "login", "login-device", "cli-code", "bad-token"):
+            self.budgets[kind] = KeyedLimiter(per_client / 60.0, per_client)
+        now = time.monotonic()
+        self.globals["pairing"] = TokenBucket(cfg.auth_attempts_global_per_min / 60.0,
+                                              cfg.auth_attempts_global_per_min, now)
+        self.globals["login"] = TokenBucket(cfg.login_attempts_global_per_min / 60.0,
+                                            cfg.login_attempts_global_per_min, now)
+        self.proxies = tuple(ip_network(p, strict=False) for p in cfg.trusted_proxies)
+        self.live.per_owner = {"ws": cfg.max_websockets_per_device,
+                               "whep": cfg.max_viewers_per_device}
         self.store = app.get(AUTH_STORE)  # built by the daemon (None: nobody is paired)
         self.config = cfg
         return cfg
@@ -150,32 +216,47 @@ class SecurityState:
             await self.store.load()
         return self.store
 
-    def auth_attempt(self, request: web.Request) -> float:
-        """Spend one pairing/login attempt of this client and of everyone: 0.0 if allowed,
-        else the seconds to wait."""
-        assert self.auth is not None and self.auth_global is not None
-        key = client_key(request.remote)
-        wait = self.auth.take(key)
+    def attempt(self, request: web.Request, kind: AttemptKind) -> float:
+        """Spend one attempt of ``kind`` ('pairing', 'login', 'cli-code') for this client
+        (and from the kind's global budget, if it has one): 0.0 if allowed, else the seconds
+        to wait. A paired device's admin logins use its own budget, not the anonymous one."""
+        principal = principal_of(request)
+        if kind == "login" and principal.device is not None:
+            return self.budgets["login-device"].take(f"device {principal.device.id}")
+        key = client_key(client_address(request))
+        wait = self.budgets[kind].take(key)
         if wait:
             return wait
+        bucket = self.globals.get(kind)
         now = time.monotonic()
-        if not self.auth_global.take(now):
-            self.auth.refund(key)
-            return self.auth_global.retry_after(now)
+        if bucket is not None and not bucket.take(now):
+            self.budgets[kind].refund(key)
+            return bucket.retry_after(now)
         return 0.0
 
-    def auth_succeeded(self, request: web.Request) -> None:
+    def succeeded(self, request: web.Request, kind: AttemptKind) -> None:
         """Give back the attempt of a successful pairing/login."""
-        assert self.auth is not None and self.auth_global is not None
-        self.auth.refund(client_key(request.remote))
-        self.auth_global.refund(time.monotonic())
+        principal = principal_of(request)
+        if kind == "login" and principal.device is not None:
+            self.budgets["login-device"].refund(f"device {principal.device.id}")
+            return
+        self.budgets[kind].refund(client_key(client_address(request)))
+        bucket = self.globals.get(kind)
+        if bucket is not None:
+            bucket.refund(time.monotonic())
 
     def note(self, kind: str, message: str, *args: Any) -> None:
-        """Log a refusal, at most once per LOG_EVERY_S per kind."""
+        """Log a refusal, at most once per LOG_EVERY_S per kind (with how many were not
+        logged since)."""
         now = time.monotonic()
         if now - self._logged.get(kind, -math.inf) >= LOG_EVERY_S:
             self._logged[kind] = now
+            skipped = self._suppressed.pop(kind, 0)
+            if skipped:
+                message += f" ({skipped} more like it not logged)"
             log.warning(message, *args)
+        else:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
 
 
 SECURITY: web.AppKey[SecurityState] = web.AppKey("climbd_security", SecurityState)
@@ -184,6 +265,43 @@ SECURITY: web.AppKey[SecurityState] = web.AppKey("climbd_security", SecurityStat
 def principal_of(request: web.Request) -> Principal:
     """Who made this request (anonymous if the middleware has not run)."""
     return request.get(PRINCIPAL, ANONYMOUS)
+
+
+def client_address(request: web.Request) -> str | None:
+    """The client's IP address: the peer, or — when the peer is a configured
+    ``security.trusted_proxies`` entry — the address that proxy reports."""
+    return request.get(CLIENT) or request.remote
+
+
+def _in(address: str | None, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:
+    if not address or not networks:
+        return False
+    try:
+        ip = ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == n.version and ip in n for n in networks)
+
+
+def forwarded_client(remote: str | None, header: str | None,
+                     proxies: tuple[IPv4Network | IPv6Network, ...]) -> str | None:
+    """The client address a trusted proxy reports in ``X-Forwarded-For``: the right-most
+    entry that is not itself a trusted proxy (entries further left are the client's own
+    claims). None if ``remote`` is not a trusted proxy or the header has no valid address.
+    """
+    if not _in(remote, proxies) or not header:
+        return None
+    for entry in reversed(header[:2048].split(",")):
+        entry = entry.strip()
+        try:
+            ip_address(entry)
+        except ValueError:
+            return None
+        if not _in(entry, proxies):
+            return entry
+    return None
 
 
 def set_cookie(request: web.Request, name: str, value: str | None) -> None:
@@ -262,15 +380,15 @@ async def _authenticate(state: SecurityState, request: web.Request, cfg: Securit
                                  "invalid_request")
         token = store.token_for(credentials) if store is not None else None
         if token is None:
-            assert state.auth is not None
-            wait = state.auth.take(client_key(request.remote))
-            state.note("bad-token", "refused an unknown API token from %s", request.remote)
+            client = client_address(request)
+            wait = state.budgets["bad-token"].take(client_key(client))
+            state.note("bad-token", "refused an unknown API token from %s", client)
             if wait:
                 return _too_many(wait, "too many bad API tokens; wait")
             return _unauthorized("unknown or revoked API token", "invalid_token")
         assert store is not None
         await store.touch_token(token)
-        return Principal("token", "bearer", token=token)
+        return Principal(SCOPE_ROLE.get(token.scope, "token"), "bearer", token=token)
     device = admin = None
     if store is not None:
         device_cookie = request.cookies.get(DEVICE_COOKIE)
@@ -338,15 +456,23 @@ async def security_middleware(
     parts = split_host(request.headers.get("Host"))
     if parts is None or not state.hosts.allows(parts[0]):
         state.note("host", "refused a request for host %r from %s (security.allowed_hosts)",
-                   request.headers.get("Host", "")[:100], request.remote)
+                   request.headers.get("Host", "")[:100], client_address(request))
         return _refuse(421, "misdirected_request",
                        "this appliance does not answer to that host name "
                        "(see security.allowed_hosts)")
     host, port = parts
     cross = cross_origin(request, host, port)
-    trusted = (cfg.loopback_is_trusted and is_loopback_address(request.remote)
+    forwarded = forwarded_client(request.remote, request.headers.get("X-Forwarded-For"),
+                                 state.proxies)
+    if forwarded is not None:
+        request[CLIENT] = forwarded
+    via_proxy = _in(request.remote, state.proxies) or any(
+        h in request.headers for h in ("X-Forwarded-For", "Forwarded", "X-Real-IP"))
+    # Opt-in only (off by default): never for a proxied request, whatever its headers say.
+    trusted = (cfg.loopback_is_trusted and not via_proxy
+               and is_loopback_address(request.remote)
                and is_loopback_host(host) and cross is not True)
-    client = client_key(request.remote)
+    client = client_key(client_address(request))
     if not trusted:
         wait = state.api.take(client)
         if wait:
@@ -362,7 +488,7 @@ async def security_middleware(
     websocket = request.headers.get("Upgrade", "").lower() == "websocket"
     if (unsafe or websocket) and cross is True and principal.via != "bearer":
         state.note("cross-origin", "refused a cross-origin %s %s from %s (Origin %r)",
-                   request.method, request.path, request.remote,
+                   request.method, request.path[:100], client_address(request),
                    request.headers.get("Origin", "")[:100])
         return _refuse(403, "cross_origin", "requests from another web origin are refused")
     if unsafe and principal.via == "cookie":
@@ -372,13 +498,15 @@ async def security_middleware(
             return _refuse(403, "csrf_token",
                            f"missing or wrong {CSRF_HEADER} header (copy the {CSRF_COOKIE} "
                            "cookie or csrf_token of GET /api/auth/me)")
-    if not principal.may(access):
+    template = route_template(request)
+    if not principal.may(access, request.method, template):
         if principal.role == "anonymous":
             return _unauthorized("pair this device or log in first (see /pair)")
+        scope = f", token scope {principal.token.scope}" if principal.token else ""
         return _refuse(403, "forbidden", f"this needs the {access} role "
-                       f"(you are {principal.role})")
-    template = route_template(request)
-    if template is not None and (request.method, template) in SIGNALLING and not trusted:
+                       f"(you are {principal.role}{scope})")
+    if (template is not None and (request.method, template) in SIGNALLING
+            and principal.role != "admin"):  # the admin may open what it likes
         wait = state.signalling.take(client)
         if wait:
             state.note("signalling", "rate-limiting live connections from %s", client)
@@ -451,7 +579,7 @@ async def _announce(app: web.Application) -> None:
     if not store.admin_configured:
         code, _ = await store.create_code("admin", cfg.pairing_code_ttl_s, "startup")
         log.warning("no admin password yet: set one at /pair with admin code %s (valid %.0f "
-                    "min; `climbd pair --admin` makes a new one), or from this machine",
+                    "min; `climbd pair --admin` makes a new one, `climbd admin-password` sets it)",
                     crypto.format_code(code), minutes)
     if not store.devices():
         code, _ = await store.create_code("device", cfg.pairing_code_ttl_s, "startup")
