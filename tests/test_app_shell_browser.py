@@ -45,7 +45,7 @@ from tests.ui_support import (
 
 pytestmark = pytest.mark.browser
 
-INNER_TESTS = 7
+INNER_TESTS = 8
 ADMIN_PIN = "24681357"
 
 
@@ -140,11 +140,12 @@ async def test_inner_every_page_fits_every_size(daemon: UiDaemon, chromium: Any)
 
 async def _control_rects(page: Any) -> list[Any]:
     """Where every control of the page is (the no-layout-shift check)."""
+    # the centre and the layout size: a tapped button's :active scale(0.97) is no shift
     return await page.evaluate("""() => [...document.querySelectorAll(
         'button, a[href], input')].filter((e) => e.offsetParent).map((e) => {
         const r = e.getBoundingClientRect();
-        return [e.id || e.textContent.trim().slice(0, 12), Math.round(r.x), Math.round(r.y),
-                Math.round(r.width), Math.round(r.height)]; })""")
+        return [e.id || e.textContent.trim().slice(0, 12), Math.round(r.x + r.width / 2),
+                Math.round(r.y + r.height / 2), e.offsetWidth, e.offsetHeight]; })""")
 
 
 def _decode_qr(png: bytes) -> str:
@@ -184,9 +185,11 @@ async def test_inner_the_loop_by_taps_as_a_paired_tablet(daemon: UiDaemon, chrom
     before_rects = await _control_rects(page)
     await _tap(page, "#record")
     await page.wait_for_selector('#record[data-state="recording"]', timeout=15000)
-    await wait_js(page, "() => window.climbd.state.recording.elapsed_s >= 2", 30)
-    assert await _control_rects(page) == before_rects  # recording moves nothing
-    await _tap(page, "#record")
+    try:
+        await wait_js(page, "() => window.climbd.state.recording.elapsed_s >= 2", 30)
+        assert await _control_rects(page) == before_rects  # recording moves nothing
+    finally:
+        await _tap(page, "#record")
     # the toast offers Watch
     await page.wait_for_selector("#toast-watch", state="visible", timeout=15000)
     toast = await page.text_content("#shell-toast") or ""
@@ -199,7 +202,7 @@ async def test_inner_the_loop_by_taps_as_a_paired_tablet(daemon: UiDaemon, chrom
     assert await page.evaluate("() => document.getElementById('video').loop") is True
     assert await page.get_attribute("#loop", "aria-pressed") == "true"
     # a chosen speed, then one frame forward from a paused frame
-    await _tap(page, '[data-speed="0.5"]')
+    await _tap(page, '.speeds [data-speed="0.5"]')
     assert await page.evaluate("() => window.replay.player.video.playbackRate") == 0.5
     if await page.evaluate("() => window.replay.player.playing"):
         await _tap(page, "#play")  # pause
@@ -251,6 +254,7 @@ async def test_inner_daemon_killed_then_back_without_reload(daemon: UiDaemon,
         await p.evaluate("() => { window.__notReloaded = true; }")
         pages[name] = p
     live = pages["live"]
+    await live.bring_to_front()  # a background tab renders no video frames
     await wait_js(live, "() => window.climbd.state.stats.framesShown > 10"
                   " && window.climbd.overlay.last && window.climbd.overlay.last.points.length", 60)
     daemon.kill(signal.SIGKILL)
@@ -283,7 +287,17 @@ async def test_inner_daemon_killed_then_back_without_reload(daemon: UiDaemon,
         await wait_js(p, "() => document.getElementById('shell-banner').hidden", 5.5)
         assert await p.evaluate("() => window.__notReloaded === true"), name
     frames = await live.evaluate("() => window.climbd.state.stats.framesShown")
-    await wait_js(live, f"() => window.climbd.state.stats.framesShown > {frames + 5}", 5.5)
+    try:
+        await wait_js(live, f"() => window.climbd.state.stats.framesShown > {frames + 5}", 5.5)
+    except AssertionError as exc:
+        why = await live.evaluate("""() => ({player: window.climbd.player.state,
+            video: [document.getElementById('video').readyState,
+                    document.getElementById('video').videoWidth,
+                    String(document.getElementById('video').srcObject)],
+            text: document.getElementById('connection-text').textContent,
+            stats: window.climbd.player.stats, shell: window.climbdShell.stats})""")
+        raise AssertionError(f"no live video {time.monotonic() - back:.1f} s after the "
+                             f"restart: {why}") from exc
     assert time.monotonic() - back <= 5.0 + 0.5
     assert not await live.is_disabled("#record")
     await ctx.close()
@@ -386,5 +400,55 @@ async def test_inner_pairing_with_big_keys(daemon: UiDaemon, chromium: Any) -> N
     await page.wait_for_url(daemon.base + "/", timeout=15000)
     me = await page.evaluate("async () => (await fetch('/api/auth/me')).json()")
     assert me["role"] == "wall", json.dumps(me)
+    assert not errors, errors
+    await ctx.close()
+
+
+# -- the delayed view --------------------------------------------------------------------------
+
+_SHOWN_FRAME = """() => {
+  const c = window.climbd, d = c.state.displayed;
+  if (!d || d.ts === undefined) return null;
+  const hit = c.poses.find(d.ts, 0);
+  return hit && hit.exact ? {frame: hit.pose.frame, at: performance.timeOrigin + performance.now()}
+    : null; }"""
+
+
+@inner
+async def test_inner_delayed_view_is_n_seconds_behind_with_its_skeleton(
+        daemon: UiDaemon, chromium: Any) -> None:
+    delay = 5
+    ctx = await paired_context(chromium, daemon, "landscape", name="delayed")
+    live = await ctx.new_page()
+    await live.goto(daemon.base + "/")
+    page = await ctx.new_page()
+    errors = collect_errors(page)
+    await page.goto(f"{daemon.base}/?mode=delayed&delay={delay}")
+    status = await page.evaluate("""async () => (await fetch('/api/whep/delayed',
+        {method: 'OPTIONS'})).status""")
+    if status == 404:  # a daemon without the endpoint: the page says so, plainly
+        await wait_js(page, "() => !document.getElementById('stage-message').hidden", 40)
+        assert "delayed view" in (await page.text_content("#stage-message") or "")
+        pytest.fail("the daemon has no delayed WHEP endpoint (POST /api/whep/delayed)")
+    assert await page.get_attribute('nav a[data-page="delayed"]', "aria-current") == "page"
+    await wait_js(page, "() => window.climbd.state.stats.framesShown > 20"
+                  " && window.climbd.state.stats.exactDraws > 10", 60)
+    await wait_js(live, "() => window.climbd.state.stats.exactDraws > 10", 60)
+    assert (await page.text_content("#delay-badge-text") or "").startswith(f"{delay} s ago")
+    # the skeleton drawn is the pose of the displayed (delayed) frame, drawn on the canvas
+    last = await page.evaluate("() => window.climbd.overlay.last")
+    assert last and last["exact"] and len([p for p in last["points"] if p]) >= 10
+    fps = 25.0  # climb_steepwall_static.mp4
+    lags = []
+    for _ in range(30):
+        a = await live.evaluate(_SHOWN_FRAME)
+        b = await page.evaluate(_SHOWN_FRAME)
+        if a and b:
+            live_now = a["frame"] + (b["at"] - a["at"]) / 1000 * fps  # live frame at b's time
+            lags.append((live_now - b["frame"]) / fps)
+        await asyncio.sleep(0.1)
+    assert len(lags) >= 10, lags
+    lag = float(np.median(lags))
+    assert abs(lag - delay) <= 1.5 / fps, f"delayed by {lag:.3f} s, not {delay} s: {lags}"
     assert not errors, errors
     await ctx.close()

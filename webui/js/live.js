@@ -101,13 +101,22 @@ function render() {
   overlay.draw(hit ? hit.pose : null, d.ts, hit ? hit.exact : false, d);
 }
 
+let frameHandle = null;
+/** (Re)register for the next displayed frame (a new srcObject drops pending callbacks). */
+function armFrames() {
+  if (!("requestVideoFrameCallback" in HTMLVideoElement.prototype)) return;
+  if (frameHandle !== null) video.cancelVideoFrameCallback(frameHandle);
+  frameHandle = video.requestVideoFrameCallback(onVideoFrame);
+}
+
 function onVideoFrame(now, metadata) {
+  frameHandle = null;
   state.stats.framesShown++;
   if (player) player.frameShown();
   state.displayed = { ts: metadata.rtpTimestamp, width: metadata.width, height: metadata.height };
   if (metadata.rtpTimestamp !== undefined) sync.frameShown(metadata.rtpTimestamp, now);
   render();
-  video.requestVideoFrameCallback(onVideoFrame);
+  armFrames();
 }
 
 function drawWithoutVideo(pose) {
@@ -137,6 +146,7 @@ if (player) {
     sync.attach(e.detail.receiver);
     video.srcObject = e.detail.stream;
     video.play().catch(() => {});
+    armFrames();
     stageMessage("");
   });
   player.addEventListener("hello", (e) => {
@@ -147,7 +157,7 @@ if (player) {
   });
   player.addEventListener("pose", (e) => onPose(e.detail.pose));
   if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
-    video.requestVideoFrameCallback(onVideoFrame);
+    armFrames();
   } else {
     const tick = () => { state.displayed = { ts: undefined }; render(); requestAnimationFrame(tick); };
     requestAnimationFrame(tick);
