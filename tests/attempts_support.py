@@ -11,7 +11,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
+
+from climbd.ingest import decode_rgb_frames
+from tests.conftest import STEEPWALL
 
 #: template joints, metres (x, y, z); 0-10 (face) are put around the head point
 _BODY = {
@@ -148,4 +152,24 @@ def read_attempt_labels(path: Path) -> dict[str, dict[str, Any]]:
             end_rule = ("none", None)
         out[clip] = {"counts": {int(c) for c in re.findall(r"\d+", counts)},
                      "start": (float(ws[1]), float(ws[2])), "end": end_rule}
+    return out
+
+
+def empty_wall_clip(out: Path, seconds: float = 3.0) -> Path:
+    """A 3 s clip of the steep wall with nobody on it: the per-pixel temporal median of the
+    clip's frames (the climber moves across the wall, so the median is the wall), with
+    sensor-like noise per frame, encoded with PyAV."""
+    frames = [rgb for i, _, rgb in decode_rgb_frames(STEEPWALL) if i % 8 == 0]
+    wall = np.median(np.stack(frames), axis=0)
+    rng = np.random.default_rng(1)
+    with av.open(str(out), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.height, s.width = wall.shape[:2]
+        s.pix_fmt = "yuv420p"
+        for _ in range(round(seconds * 25)):
+            img = np.clip(wall + rng.normal(0, 2.0, wall.shape), 0, 255).astype(np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
     return out

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import pytest
 
@@ -17,6 +16,7 @@ from climbd.attempts import detect_attempts
 from climbd.attempts.analysis import analyse_series
 from climbd.ingest import decode_rgb_frames
 from climbd.pose import PoseEstimator
+from tests.attempts_support import empty_wall_clip as _empty_wall
 from tests.attempts_support import read_attempt_labels
 from tests.conftest import MEDIA, STEEPWALL
 
@@ -58,26 +58,6 @@ def clip_poses(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Clip
         return cache[name]
 
     return get
-
-
-def _empty_wall(out: Path) -> Path:
-    """A 3 s clip of the steep wall with nobody on it: the per-pixel temporal median of the
-    clip's frames (the climber moves across the wall, so the median is the wall), with
-    sensor-like noise per frame, encoded with PyAV."""
-    frames = [rgb for i, _, rgb in decode_rgb_frames(STEEPWALL) if i % 8 == 0]
-    wall = np.median(np.stack(frames), axis=0)
-    rng = np.random.default_rng(1)
-    with av.open(str(out), "w") as c:
-        s = c.add_stream("libx264", rate=25)
-        s.height, s.width = wall.shape[:2]
-        s.pix_fmt = "yuv420p"
-        for _ in range(75):
-            img = np.clip(wall + rng.normal(0, 2.0, wall.shape), 0, 255).astype(np.uint8)
-            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return out
 
 
 LABELS = read_attempt_labels(MEDIA / "ATTEMPTS.md") if (MEDIA / "ATTEMPTS.md").exists() else {}

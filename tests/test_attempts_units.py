@@ -218,3 +218,31 @@ def test_a_cut_in_the_video_starts_afresh() -> None:
     found = detect(s)
     assert found[0] == (pytest.approx(2.0, abs=0.15), pytest.approx(6.3, abs=0.15))
     assert found[1] == (pytest.approx(8.0, abs=0.05), None)
+
+
+def sit_start() -> np.ndarray:
+    """Crouched on low holds, hands up: hips 0.35 m above the soles, legs bent."""
+    w = template(arms_up=True)
+    for side, sx in ((0, 1), (1, -1)):
+        w[25 + side] = (0.1 * sx, -0.1, 0.4)
+        w[27 + side] = (0.1 * sx, 0.3, 0.4)
+        w[29 + side] = (0.1 * sx, 0.35, 0.35)
+        w[31 + side] = (0.12 * sx, 0.35, 0.5)
+    return w
+
+
+def test_a_sit_start_is_on_the_wall_even_with_the_feet_by_the_floor() -> None:
+    s = Scene().hold(2.0, STAND).hold(1.0, None)      # stood there, stepped out of view ...
+    s.hold(3.0, sit_start(), lift_m=0.05)             # ... sat down on the kicker holds
+    (start, end), = detect(s)
+    assert start == pytest.approx(3.0, abs=0.15) and end is None
+    # crouching with the hands down (tying a shoe) is not an attempt
+    s = Scene().hold(2.0, STAND).hold(1.0, None)
+    s.hold(3.0, _hands_down(sit_start()), lift_m=0.05)
+    assert detect(s) == []
+
+
+def _hands_down(w: np.ndarray) -> np.ndarray:
+    w = w.copy()
+    w[13:23] = template()[13:23]
+    return w

@@ -34,7 +34,11 @@ States: ``unknown`` → ``ground`` ⇄ ``wall``.
   moves one foot at a time, so the lowest foot stays on the line: walking or standing at the
   wall is not an attempt.
 - **Lift-off** (ground → wall): the lowest foot is more than
-  :attr:`~DetectorParams.lift_margin` scales above the ground line.
+  :attr:`~DetectorParams.lift_margin` scales above the ground line, or a *sit start*: legs
+  bent, hands up on the start holds and the hips more than
+  :attr:`~DetectorParams.sit_hips` scales above the ground line (a person sitting on the mat
+  has the hip joints about 0.2 torso lengths above it; on low kicker holds the feet stay
+  near the line).
 - **Landing** (wall → ground): the lowest foot is within
   :attr:`~DetectorParams.land_margin` scales of the ground line.
 - **Ground out of frame** (no ground line learned yet, e.g. a climber already on the wall
@@ -117,6 +121,7 @@ class DetectorParams:
     standing_legs: float = 1.2
     level_feet: float = 0.3
     hands_up: float = 0.3
+    sit_hips: float = 0.4
     drop_scales: float = 2.0
     drop_window_s: float = 1.0
     confirm_s: float = 0.3
@@ -376,7 +381,7 @@ class AttemptDetector:
             return
         assert self.ground is not None
         lifted = f.foot < self.ground - p.lift_margin * f.torso
-        c = self._vote(f, lifted, "lift")
+        c = self._vote(f, lifted or self._sit_start(f), "lift")
         if c is not None:
             self._enter_wall(c.t0, f, events)
             return
@@ -388,6 +393,11 @@ class AttemptDetector:
             elif d > 0:
                 self.ground = f.foot  # the person came closer to the camera
         self._prev_t = f.t
+
+    def _sit_start(self, f: _Frame) -> bool:
+        """Crouched (legs bent), hands up on the start holds, hips off the floor."""
+        return (self.ground is not None and f.hands_up and not f.extended
+                and f.hip_y < self.ground - self.p.sit_hips * f.torso)
 
     def _enter_wall(self, start: float, f: _Frame, events: list[AttemptEvent]) -> None:
         self.state = "wall"
@@ -409,7 +419,8 @@ class AttemptDetector:
             return
         reason = ""
         if self.ground is not None:
-            on_ground = f.foot >= self.ground - p.land_margin * f.torso
+            on_ground = (f.foot >= self.ground - p.land_margin * f.torso
+                         and not self._sit_start(f))
         else:  # ground below the frame: feet leave it downward, legs extended
             on_ground = f.extended and f.foot >= 1.0 - p.edge_margin * f.torso
         if on_ground:
