@@ -406,12 +406,24 @@ async def test_inner_pairing_with_big_keys(daemon: UiDaemon, chromium: Any) -> N
 
 # -- the delayed view --------------------------------------------------------------------------
 
-_SHOWN_FRAME = """() => {
+_SHOWN_PTS = """() => {
   const c = window.climbd, d = c.state.displayed;
-  if (!d || d.ts === undefined) return null;
+  if (!d || d.ts === undefined || !c.state.hello) return null;
   const hit = c.poses.find(d.ts, 0);
-  return hit && hit.exact ? {frame: hit.pose.frame, at: performance.timeOrigin + performance.now()}
-    : null; }"""
+  return hit && hit.exact ? {pts: hit.pose.pts, epoch: c.state.hello.epoch} : null; }"""
+
+
+_DRAWN = """() => {
+  const l = window.climbd.overlay.last, c = document.getElementById('overlay');
+  if (!l || l.frameTs == null || l.poseTs == null) return null;
+  const g = c.getContext('2d'), k = l.dpr || 1;
+  const pts = l.points.filter(Boolean).map(([x, y]) => [x * k, y * k]);
+  const inked = pts.filter(([x, y]) => x >= 1 && y >= 1 && x < c.width - 1 && y < c.height - 1
+    && g.getImageData(Math.round(x), Math.round(y), 1, 1).data[3] > 0).length;
+  const d = window.climbd.state.displayed;
+  const own = Boolean(d && d.ts === l.frameTs && window.climbd.poses.byTs.has(d.ts));
+  return {exact: l.exact, own, n: pts.length, inked,
+          ageMs: (((l.frameTs - l.poseTs) >>> 0) / 90)}; }"""
 
 
 @inner
@@ -433,22 +445,41 @@ async def test_inner_delayed_view_is_n_seconds_behind_with_its_skeleton(
     assert await page.get_attribute('nav a[data-page="delayed"]', "aria-current") == "page"
     await wait_js(page, "() => window.climbd.state.stats.framesShown > 20"
                   " && window.climbd.state.stats.exactDraws > 10", 60)
-    await wait_js(live, "() => window.climbd.state.stats.exactDraws > 10", 60)
     assert (await page.text_content("#delay-badge-text") or "").startswith(f"{delay} s ago")
-    # the skeleton drawn is the pose of the displayed (delayed) frame, drawn on the canvas
-    last = await page.evaluate("() => window.climbd.overlay.last")
-    assert last and last["exact"] and len([p for p in last["points"] if p]) >= 10
-    fps = 25.0  # climb_steepwall_static.mp4
-    lags = []
-    for _ in range(30):
-        a = await live.evaluate(_SHOWN_FRAME)
-        b = await page.evaluate(_SHOWN_FRAME)
-        if a and b:
-            live_now = a["frame"] + (b["at"] - a["at"]) / 1000 * fps  # live frame at b's time
-            lags.append((live_now - b["frame"]) / fps)
+    # the skeleton drawn is the pose computed on the displayed (delayed) frame itself, matched
+    # by RTP timestamp (pose runs slower than the camera: frames without their own pose get
+    # the previous one, at most 250 ms old, as on the live page), and it is on the canvas
+    exact = 0
+    for _ in range(40):
+        last = await page.evaluate(_DRAWN)
+        if last and last["own"]:  # this frame's own pose is here: it is the one drawn
+            assert last["exact"], last
+        if last and last["exact"]:
+            exact += 1
+            assert last["inked"] >= 0.8 * last["n"] >= 8, last
+        elif last:
+            assert last["ageMs"] <= 250, last
         await asyncio.sleep(0.1)
-    assert len(lags) >= 10, lags
-    lag = float(np.median(lags))
-    assert abs(lag - delay) <= 1.5 / fps, f"delayed by {lag:.3f} s, not {delay} s: {lags}"
+    assert exact >= 8, exact
+    # how far behind capture each page's frame on screen is, on the capture clock: the pose
+    # of the displayed frame carries its pts (90 kHz since the encoder epoch; the hello gives
+    # the epoch on CLOCK_MONOTONIC, the same clock as time.monotonic() on this host). Each page
+    # is sampled in front (a background tab renders no frames).
+    lags = {}
+    for name, p in (("live", live), ("delayed", page)):
+        await p.bring_to_front()
+        await wait_js(p, "() => window.climbd.state.stats.exactDraws > 5", 20)
+        got = []
+        for _ in range(60):
+            r = await p.evaluate(_SHOWN_PTS)
+            now = time.monotonic()
+            if r:
+                got.append(now - (r["epoch"] + r["pts"] / 90000))
+            await asyncio.sleep(0.05)
+        assert len(got) >= 10, (name, got)
+        lags[name] = float(np.median(got))
+    # the delayed page shows the wall N s ago plus the same small playout latency as live
+    assert delay <= lags["delayed"] <= delay + 0.4, lags
+    assert abs(lags["delayed"] - lags["live"] - delay) <= 0.4, lags
     assert not errors, errors
     await ctx.close()
