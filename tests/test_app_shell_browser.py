@@ -45,7 +45,7 @@ from tests.ui_support import (
 
 pytestmark = pytest.mark.browser
 
-INNER_TESTS = 8
+INNER_TESTS = 9
 ADMIN_PIN = "24681357"
 
 
@@ -384,6 +384,28 @@ async def test_inner_kiosk_returns_home_and_hides_admin(daemon: UiDaemon, chromi
 
 
 @inner
+async def test_inner_a_recording_stopped_elsewhere_offers_watch(daemon: UiDaemon,
+                                                                chromium: Any) -> None:
+    """The GPIO button, another screen or an HTTP trigger stops it: this screen offers Watch."""
+    ctx = await paired_context(chromium, daemon, "portrait", name="bystander")
+    page = await ctx.new_page()
+    await page.goto(daemon.base + "/")
+    await wait_js(page, "() => window.climbd.state.recording.state === 'idle'", 30)
+    status, rec = daemon.post("/api/recordings/start", {"name": "from the button",
+                                                         "pre_roll_s": 0})
+    assert status == 201, rec
+    await page.wait_for_selector('#record[data-state="recording"]', timeout=15000)
+    await wait_js(page, "() => window.climbd.state.recording.elapsed_s >= 1", 30)
+    status, done = daemon.post("/api/recordings/stop")
+    assert status == 200, done
+    await page.wait_for_selector("#toast-watch", state="visible", timeout=15000)
+    assert "from the button" in (await page.text_content("#shell-toast") or "")
+    href = await page.get_attribute("#toast-watch", "href")
+    assert href and f"id={done['id']}" in href, href
+    await ctx.close()
+
+
+@inner
 async def test_inner_pairing_with_big_keys(daemon: UiDaemon, chromium: Any) -> None:
     ctx = await chromium.new_context(viewport={"width": 390, "height": 844}, has_touch=True)
     page = await ctx.new_page()
@@ -431,8 +453,6 @@ async def test_inner_delayed_view_is_n_seconds_behind_with_its_skeleton(
         daemon: UiDaemon, chromium: Any) -> None:
     delay = 5
     ctx = await paired_context(chromium, daemon, "landscape", name="delayed")
-    live = await ctx.new_page()
-    await live.goto(daemon.base + "/")
     page = await ctx.new_page()
     errors = collect_errors(page)
     await page.goto(f"{daemon.base}/?mode=delayed&delay={delay}")
@@ -461,25 +481,24 @@ async def test_inner_delayed_view_is_n_seconds_behind_with_its_skeleton(
             assert last["ageMs"] <= 250, last
         await asyncio.sleep(0.1)
     assert exact >= 8, exact
-    # how far behind capture each page's frame on screen is, on the capture clock: the pose
-    # of the displayed frame carries its pts (90 kHz since the encoder epoch; the hello gives
-    # the epoch on CLOCK_MONOTONIC, the same clock as time.monotonic() on this host). Each page
-    # is sampled in front (a background tab renders no frames).
-    lags = {}
-    for name, p in (("live", live), ("delayed", page)):
-        await p.bring_to_front()
-        await wait_js(p, "() => window.climbd.state.stats.exactDraws > 5", 20)
-        got = []
-        for _ in range(60):
-            r = await p.evaluate(_SHOWN_PTS)
-            now = time.monotonic()
-            if r:
-                got.append(now - (r["epoch"] + r["pts"] / 90000))
-            await asyncio.sleep(0.05)
-        assert len(got) >= 10, (name, got)
-        lags[name] = float(np.median(got))
-    # the delayed page shows the wall N s ago plus the same small playout latency as live
-    assert delay <= lags["delayed"] <= delay + 0.4, lags
-    assert abs(lags["delayed"] - lags["live"] - delay) <= 0.4, lags
+    # how far behind capture the frame on screen is, on the capture clock: the pose of the
+    # displayed frame carries its pts (90 kHz since the encoder epoch; the hello gives the
+    # epoch on CLOCK_MONOTONIC, the clock of time.monotonic() on this host). The live page is
+    # not the reference: under load it holds its video back for late poses, by up to ~1 s,
+    # while the delayed stream's poses are known in advance.
+    await page.bring_to_front()  # a background tab renders no frames
+    got: list[float] = []
+    for _ in range(200):
+        r = await page.evaluate(_SHOWN_PTS)
+        now = time.monotonic()
+        if r:
+            got.append(now - (r["epoch"] + r["pts"] / 90000))
+        if len(got) >= 20:
+            break
+        await asyncio.sleep(0.05)
+    assert len(got) >= 10, got
+    lag = float(np.median(got))
+    # the wall N s ago, plus this page's own playout latency (network, jitter buffer, decode)
+    assert delay <= lag <= delay + 0.4, (lag, got)
     assert not errors, errors
     await ctx.close()

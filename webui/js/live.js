@@ -49,6 +49,7 @@ const state = {
   startedPreroll: null, // pre-roll the running recording included
   delay: null,
   busy: false,
+  stopping: false, // our own Stop is running (its toast says Saved, not the status push)
   online: true,
   lastSession: null,
   stats: { framesShown: 0, exactDraws: 0, approxDraws: 0, noPoseDraws: 0, posesReceived: 0,
@@ -324,7 +325,8 @@ function noteBuffer(status) {
 }
 
 function updateRecording(status) {
-  const wasRecording = state.recording.state === "recording";
+  const prev = state.recording;
+  const wasRecording = prev.state === "recording";
   state.recording = { ...status };
   state.recordingAt = performance.now();
   const recording = status.state === "recording";
@@ -342,7 +344,12 @@ function updateRecording(status) {
     el.textContent = "Ready";
     el.classList.remove("error");
   }
-  if (wasRecording && !recording && status.last_session_id) refreshLast();
+  if (wasRecording && !recording) {
+    refreshLast();
+    // stopped elsewhere (the GPIO button, another screen, HTTP): offer Watch here too
+    const id = prev.session_id || status.last_session_id;
+    if (!state.stopping && id) offerWatch(id);
+  }
   updateControls();
   tickTimer();
 }
@@ -441,6 +448,19 @@ async function refreshLast() {
   } catch { /* keep the link as it is */ }
 }
 
+async function offerWatch(id, tries = 10) {
+  try {
+    const s = await api(`/api/sessions/${id}`);
+    if (s.status === "recording") { // still being finished: ask again shortly
+      if (tries > 0) setTimeout(() => offerWatch(id, tries - 1), 300);
+      return;
+    }
+    refreshLast();
+    shell.toast(`Saved “${s.name}” (${formatDuration(s.duration_s)})`, {
+      kind: "ok", action: { label: "▶ Watch", href: watchUrl(s.id), id: "toast-watch" } });
+  } catch { /* it may be private to another screen */ }
+}
+
 function watchUrl(id) {
   return `/ui/replay.html?id=${id}&loop=1&play=1`;
 }
@@ -452,7 +472,10 @@ function sessionName() {
 
 $("record").addEventListener("click", async () => {
   if (state.recording.state === "recording") {
-    const s = await command("/api/recordings/stop");
+    state.stopping = true;
+    const s = await command("/api/recordings/stop").finally(() => {
+      setTimeout(() => { state.stopping = false; }, 2000); // its status push comes later
+    });
     if (s) {
       shell.toast(`Saved “${s.name}” (${formatDuration(s.duration_s)})`, {
         kind: "ok", action: { label: "▶ Watch", href: watchUrl(s.id), id: "toast-watch" } });
