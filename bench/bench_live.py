@@ -44,9 +44,11 @@ import aiohttp
 import numpy as np
 import psutil
 
-from climbd.streaming.viewer import Viewer
-
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the test/bench WHEP client lives in tests/
+
+from tests.whep_viewer import Viewer  # noqa: E402
+
 DEFAULT_SOURCE = REPO.parent / "shared" / "media" / "climb_steepwall_static.mp4"
 U32 = 0xFFFFFFFF
 
