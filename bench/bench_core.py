@@ -35,6 +35,7 @@ from climbd.config import Config  # noqa: E402
 from climbd.daemon import Daemon  # noqa: E402
 from climbd.ingest import decode_rgb_frames, ingest_file  # noqa: E402
 from climbd.pose import PoseEstimator  # noqa: E402
+from climbd.statedir import StateDir  # noqa: E402
 from climbd.storage import Database  # noqa: E402
 
 MEDIA = REPO.parent / "shared" / "media"
@@ -50,14 +51,14 @@ def model_fps(frames: list) -> float:  # type: ignore[type-arg]
 
 async def ingest_fps(clip: Path, state: Path) -> tuple[float, int, int]:
     state.mkdir(parents=True, exist_ok=True)
-    db = await Database.open(state / "climbd.db")
+    db = await Database.open(StateDir(state).db)
     try:
         t0 = time.perf_counter()
         res = await ingest_file(clip, db, state)
         dt = time.perf_counter() - t0
     finally:
         await db.close()
-    con = sqlite3.connect(state / "climbd.db")
+    con = sqlite3.connect(StateDir(state).db)
     blob_bytes = con.execute("SELECT COALESCE(SUM(length(blob)), 0) FROM pose_chunks "
                              "WHERE session_id = ?", (res.id,)).fetchone()[0]
     con.close()

@@ -43,6 +43,7 @@ from climbd.config import Config, ExportConfig
 from climbd.export.jobs import ExportManager
 from climbd.ingest import ingest_file
 from climbd.pipeline import Pipeline
+from climbd.statedir import StateDir
 from climbd.storage import Database
 
 REPO = Path(__file__).resolve().parent.parent
@@ -201,7 +202,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="climbd-bench-export-") as tmp:
         state = Path(tmp) / "state"
         state.mkdir()
-        db = await Database.open(state / "climbd.db")
+        db = await Database.open(StateDir(state).db)
         try:
             t = time.monotonic()
             ingested = await ingest_file(clip, db, state, name=clip.stem)

@@ -90,20 +90,23 @@ def _appliance_encoding(src: Path, out: Path) -> None:
 
 
 async def _build(state: Path, videos: dict[str, Path], n_extra: int) -> dict[str, Any]:
+    from climbd.statedir import StateDir
     from climbd.storage import Database, finalize
+    from climbd.visibility import SYSTEM, viewing
 
     out: dict[str, Any] = {}
-    async with await Database.open(state / "climbd.db") as db:
-        src_rec = await db.get_session(1)
-        src = await db.poses(1)
+    async with await Database.open(StateDir(state).db) as db:
+        with viewing(SYSTEM):  # the benchmark acts for the appliance (climbd.visibility)
+            src_rec = await db.get_session(1)
+            src = await db.poses(1)
         clip_frames, clip_s = src_rec.frame_count, src_rec.duration_s
         for name, video in videos.items():
             rec = await db.create_session(name=f"30 min {name}", width=src_rec.width,
                                           height=src_rec.height, fps=src_rec.fps)
-            folder = state / "sessions" / str(rec.id)
-            folder.mkdir(parents=True)
+            video_file = StateDir(state).video(rec.id)
+            video_file.parent.mkdir(parents=True)
             t0 = time.perf_counter()
-            info = await asyncio.to_thread(finalize, video, folder / "video.mp4")
+            info = await asyncio.to_thread(finalize, video, video_file)
             remux_s = time.perf_counter() - t0
             loops = round(info.frames / clip_frames)
             t0 = time.perf_counter()

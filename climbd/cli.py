@@ -20,8 +20,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from climbd import __version__
-from climbd.config import Config, load_config, resolve_state_dir, with_overrides
+from climbd.config import (
+    Config,
+    config_file_keys,
+    config_sources,
+    load_config,
+    resolve_state_dir,
+    with_overrides,
+)
 from climbd.errors import ClimbdError, ConfigError
+from climbd.statedir import StateDir
+from climbd.visibility import SYSTEM, viewing
 
 if TYPE_CHECKING:
     from climbd.security.local import AdminClient
@@ -119,6 +128,10 @@ def _run(args: argparse.Namespace) -> int:
     _setup_logging(config.log_level)
     state_dir = resolve_state_dir(args.state_dir)
     daemon = Daemon(config, state_dir, safe_mode=safe_mode)
+    daemon.config_sources = config_sources(
+        set() if safe_mode else config_file_keys(args.config),
+        overrides if not safe_mode else {k: v for k, v in overrides.items()
+                                         if k.startswith("server.")})
     asyncio.run(daemon.run_forever())
     return 0
 
@@ -128,8 +141,9 @@ async def _ingest(args: argparse.Namespace, config: Config) -> int:
     from climbd.storage import Database
 
     state_dir = resolve_state_dir(args.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    db = await Database.open(state_dir / "climbd.db")
+    paths = StateDir(state_dir)
+    paths.create()
+    db = await Database.open(paths.db)
     failures = 0
     try:
         for video in args.videos:
@@ -174,9 +188,9 @@ async def _pair(args: argparse.Namespace, config: Config) -> int:
     except AdminSocketError as exc:
         if exc.status:
             raise ClimbdError(str(exc)) from None
-        state_dir = resolve_state_dir(args.state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
-        db = await Database.open(state_dir / "climbd.db")
+        paths = StateDir(resolve_state_dir(args.state_dir))
+        paths.create()
+        db = await Database.open(paths.db)
         try:
             code, _expires = await AuthStore(db).create_code(kind, ttl, "cli",
                                                              digits=CLI_CODE_DIGITS)
@@ -247,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _run(args)
         if args.command == "pair":
-            return asyncio.run(_pair(args, load_config(args.config)))
+            with viewing(SYSTEM):  # the CLI acts for the appliance (climbd.visibility)
+                return asyncio.run(_pair(args, load_config(args.config)))
         if args.command == "token":
             return _token(args)
         if args.command == "admin-password":
@@ -259,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "ingest":
             config = load_config(args.config)
             logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-            return asyncio.run(_ingest(args, config))
+            with viewing(SYSTEM):
+                return asyncio.run(_ingest(args, config))
     except ConfigError as exc:
         print(f"climbd: {exc}", file=sys.stderr)
         return 2

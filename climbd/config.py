@@ -14,10 +14,17 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from climbd.errors import ConfigError
 
@@ -34,6 +41,7 @@ __all__ = [
     "ExportConfig",
     "GpioConfig",
     "LedConfig",
+    "LiveConfig",
     "PoseConfig",
     "RecordingConfig",
     "RetentionConfig",
@@ -43,6 +51,9 @@ __all__ = [
     "StorageConfig",
     "VideoConfig",
     "WebRTCConfig",
+    "config_file_keys",
+    "config_report",
+    "config_sources",
     "load_config",
     "parse_config",
     "resolve_state_dir",
@@ -129,16 +140,38 @@ class VideoConfig(_Section):
 
 
 class RecordingConfig(_Section):
-    """Sessions: pre-roll, commit cadence, limits."""
+    """Sessions: pre-roll, the in-memory buffer, commit cadence, limits."""
+
+    @property
+    def buffer_keep_s(self) -> float:
+        """Seconds the buffer really keeps: ``buffer_s``, or ``pre_roll_s`` if longer."""
+        return max(self.buffer_s, self.pre_roll_s)
 
     pre_roll_s: float = Field(
-        10.0, ge=0, le=120, description="Seconds of video and pose kept in memory before a trigger"
+        10.0, ge=0, le=600, description="Seconds before the trigger a recording (and the "
+        "save-last button) includes by default (the buffer keeps at least this much)"
+    )
+    buffer_s: float = Field(
+        30.0, ge=1, le=600, description="Seconds of encoded video and pose kept in memory (whole "
+        "GOPs; at least pre_roll_s): the most pre-roll, save-last and delayed live view "
+        "(live.delay_s) can reach back. Costs about video.bitrate_kbps * 125 bytes per "
+        "second (2500 kbit/s: ~312 KB/s, ~9.4 MB for 30 s) plus one GOP and ~40 KB/s of "
+        "pose at 30 fps"
     )
     commit_interval_s: float = Field(
         1.0, gt=0, le=1.0, description="Pose rows are committed to SQLite at least this often"
     )
     max_duration_s: float = Field(
         1800.0, gt=0, description="A recording stops by itself after this many seconds"
+    )
+
+
+class LiveConfig(_Section):
+    """The live page's delayed view ("N s ago", ``POST /api/whep/delayed``)."""
+
+    delay_s: float = Field(
+        10.0, ge=1, le=600, description="Default delay of the delayed live view, seconds (a "
+        "viewer may ask for 1..recording.buffer_s; a default beyond the buffer is cut to it)"
     )
 
 
@@ -243,7 +276,7 @@ class ButtonConfig(_Section):
         description="Action fired as soon as the button has been held for long_press_s",
     )
     save_last_s: float | None = Field(
-        None, gt=0, le=120, description="Seconds kept by 'save_last'; unset = recording.pre_roll_s"
+        None, gt=0, le=600, description="Seconds kept by 'save_last'; unset = recording.pre_roll_s"
     )
     active_low: bool = Field(
         True, description="True for a button that connects the line to ground when pressed"
@@ -307,7 +340,8 @@ class ShareConfig(_Section):
     )
     base_url: str = Field(
         "", description="scheme://host[:port] put in links, e.g. 'http://192.168.1.20:8080'; "
-        "'' = from the Host header of the request that made the link"
+        "'' = the request's Host unless it is a loopback name, else this machine's LAN "
+        "address (default-route interface) or <hostname>.local"
     )
 
     @field_validator("base_url")
@@ -434,6 +468,7 @@ class Config(_Section):
     pose: PoseConfig = Field(default_factory=PoseConfig)
     video: VideoConfig = Field(default_factory=VideoConfig)
     recording: RecordingConfig = Field(default_factory=RecordingConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
     attempts: AttemptsConfig = Field(default_factory=AttemptsConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
@@ -508,6 +543,52 @@ def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
             node = node[part]
         node[leaf] = value
     return parse_config(data, "command line")
+
+
+ConfigSource = Literal["default", "file", "cli"]
+
+
+def _leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted leaf keys of a nested mapping (lists and tables-in-lists are leaves)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and path != "video.options":
+            out.update(_leaves(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def config_file_keys(path: str | os.PathLike[str] | None) -> set[str]:
+    """The dotted keys a config file sets (empty when there is no file or it is unreadable)."""
+    if path is None:
+        return set()
+    try:
+        return set(_leaves(tomllib.loads(Path(path).read_text(encoding="utf-8"))))
+    except (OSError, ValueError):  # TOMLDecodeError is a ValueError
+        return set()
+
+
+def config_sources(file_keys: set[str], overrides: dict[str, Any]) -> dict[str, ConfigSource]:
+    """Where each non-default key came from: ``"cli"`` (an override that was given) wins over
+    ``"file"``. Keys not listed are built-in defaults."""
+    sources: dict[str, ConfigSource] = dict.fromkeys(file_keys, "file")
+    sources.update({k: "cli" for k, v in overrides.items() if v is not None})
+    return sources
+
+
+def config_report(config: Config, sources: Mapping[str, str] | None = None
+                  ) -> list[dict[str, Any]]:
+    """The configuration in force as ``[{"key", "value", "source"}]``, sorted by key.
+
+    Args:
+        config: the configuration the daemon runs with.
+        sources: :func:`config_sources` (None: everything counts as a default).
+    """
+    known = sources or {}
+    return [{"key": key, "value": value, "source": known.get(key, "default")}
+            for key, value in sorted(_leaves(config.model_dump(mode="json")).items())]
 
 
 def resolve_state_dir(cli_value: str | os.PathLike[str] | None = None) -> Path:

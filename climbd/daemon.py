@@ -45,7 +45,7 @@ from aiohttp import web
 from climbd.attempt_service import AttemptService
 from climbd.broadcast import Broadcast
 from climbd.capture import FrameSource
-from climbd.config import Config
+from climbd.config import Config, ConfigSource
 from climbd.export.jobs import ExportManager
 from climbd.ghost.live import GhostService
 from climbd.pipeline import Pipeline
@@ -58,7 +58,9 @@ from climbd.services import Services
 from climbd.statedir import StateDir
 from climbd.storage import Database
 from climbd.streaming import WhepEndpoint
+from climbd.sysinfo import CpuMeter, SystemInfo
 from climbd.video import EncodedPacket, VideoStreamInfo
+from climbd.visibility import SYSTEM, viewing
 
 __all__ = ["Daemon"]
 
@@ -99,6 +101,8 @@ class Daemon:
         self.services: Services | None = None
         self.app: web.Application | None = None
         self.port: int | None = None
+        #: where each non-default config key came from ("file"/"cli"; set by ``climbd run``)
+        self.config_sources: dict[str, ConfigSource] = {}
         #: health entries of the services, registered by :meth:`add_health`: name -> fn
         self._health_sources: dict[str, Callable[[], Any]] = {"viewers": lambda: 0}
         self._runner: web.AppRunner | None = None
@@ -140,6 +144,21 @@ class Daemon:
             StorageError: the state directory or database cannot be used.
             OSError: the HTTP port cannot be bound.
         """
+        # The services act for the appliance: they (and the tasks they create) see every
+        # session. The HTTP server is started outside this scope, so a request sees only
+        # what the security middleware grants its caller (climbd.visibility fails closed).
+        with viewing(SYSTEM):
+            await self._build_services()
+        with viewing(None):  # requests start from nobody, whoever called start()
+            await self._serve()
+        # 11. ready
+        if not self.safe_mode:
+            await asyncio.to_thread(self.pipeline.capture.opened.wait, 15.0)
+        with viewing(SYSTEM):
+            self._start_service()
+
+    async def _build_services(self) -> None:
+        """Steps 1-9 of the boot."""
         loop = asyncio.get_running_loop()
         cfg = self.config
         # 1. state directory and reserve file
@@ -173,7 +192,9 @@ class Daemon:
         sec = cfg.security
         self.live = WhepEndpoint(self, cfg.webrtc, cfg.video.keyframe_interval_s,
                                  message_limit=(sec.messages_per_s, sec.messages_burst),
-                                 channel_handlers={"ghost": self.ghost.on_message})
+                                 channel_handlers={"ghost": self.ghost.on_message},
+                                 history=self.recorder.buffer,
+                                 delay_default_s=cfg.live.delay_s)
         self.live.start()
         live = self.live
         self.add_health("viewers", lambda: live.viewers)
@@ -194,14 +215,18 @@ class Daemon:
         else:
             self.pipeline.start()
             self._start_gpio()
-        # 10. HTTP
+
+    async def _serve(self) -> None:
+        """Step 10: the HTTP server over the services."""
+        cfg = self.config
         from climbd.api import create_app
         from climbd.api.server import make_site, runner_options
 
         self.services = Services(
             config=cfg, paths=self.paths, db=self.db, recorder=self.recorder,
             health=self.health, exports=self.exports, live=self.live, ghost=self.ghost,
-            media=self.media, auth=self.auth, attempts=self.attempts)
+            media=self.media, auth=self.auth, attempts=self.attempts,
+            system=SystemInfo(CpuMeter(), self.config_sources))
         self.app = create_app(self.services)
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
                                      **runner_options(cfg))
@@ -219,10 +244,6 @@ class Daemon:
             await self.admin_socket.start()
         except OSError as exc:
             log.error("no local admin socket at %s: %s", self.admin_socket.path, exc)
-        # 11. ready
-        if not self.safe_mode:
-            await asyncio.to_thread(self.pipeline.capture.opened.wait, 15.0)
-        self._start_service()
 
     async def _delete_session(self, session_id: int) -> Any:
         """Retention's delete: the recorder's (which refuses the running recording)."""
@@ -251,6 +272,10 @@ class Daemon:
     async def stop(self) -> None:
         """Finalise a running recording, then close every service in reverse boot order
         (HTTP server, ghost, live view, exports, media worker, tasks, pipeline, database)."""
+        with viewing(SYSTEM):
+            await self._stop_services()
+
+    async def _stop_services(self) -> None:
         if self.notifier is not None:
             self.notifier.stopping()
         if self.recorder.recording:

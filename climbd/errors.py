@@ -13,7 +13,8 @@
     ├── RecordingError              a recording command that cannot be carried out now
     │   ├── AlreadyRecording        start while a recording runs
     │   ├── NotRecording            stop while nothing records
-    │   └── NoMediaYet              save-last/pre-roll before any keyframe was captured
+    │   ├── NoMediaYet              save-last/pre-roll before any keyframe was captured
+    │   └── BeyondBuffer            save-last of more seconds than the buffer keeps
     ├── ExportError                 an export that cannot be made
     │   ├── ExportNotFound          no export (or share) with that id
     │   ├── ExportBusy              the export queue is full
@@ -24,7 +25,8 @@
     │   ├── OfferError              the SDP offer is malformed or asks for what we cannot send
     │   ├── ViewerLimitReached      webrtc.max_viewers sessions exist already
     │   ├── UnknownViewer           no live session with that id (ended, or never existed)
-    │   └── CandidateError          a trickle-ICE fragment cannot be applied
+    │   ├── CandidateError          a trickle-ICE fragment cannot be applied
+    │   └── DelayOutOfRange         a delayed view of a delay the buffer cannot give
     └── GpioError                   a GPIO chip or line cannot be opened or requested
 
 Every module raises these and none knows about HTTP: :data:`climbd.api.status.STATUS` is
@@ -96,6 +98,11 @@ class NotRecording(RecordingError):
 
 class NoMediaYet(RecordingError):
     """No keyframe has been captured yet, so there is nothing to record or save."""
+
+
+class BeyondBuffer(RecordingError):
+    """More seconds were asked of the in-memory buffer than it can hold
+    (``recording.buffer_s``), e.g. save-last of 120 s with a 30 s buffer."""
 
 
 class ExportError(ClimbdError):
@@ -179,6 +186,13 @@ class CandidateError(LiveViewError):
     """A trickle-ICE SDP fragment (RFC 8840) is malformed or asks for an ICE restart."""
 
     code = "bad-candidate"
+
+
+class DelayOutOfRange(LiveViewError):
+    """A delayed view was asked for a delay outside 1 s .. the buffer length
+    (``recording.buffer_s``), or there is no buffer."""
+
+    code = "delay-out-of-range"
 
 
 class GpioError(ClimbdError):

@@ -27,6 +27,7 @@ import numpy as np
 from climbd.config import PoseConfig
 from climbd.errors import SourceError, StorageError
 from climbd.pose import PoseEstimator
+from climbd.statedir import StateDir
 from climbd.storage import Database, finalize
 
 __all__ = ["IngestResult", "decode_rgb_frames", "ingest_file"]
@@ -135,16 +136,17 @@ async def ingest_file(path: str | Path, db: Database, state_dir: Path,
         name=name or src.stem, description=f"ingested from {src.name}", climber="",
         source=str(src), width=width, height=height, fps=fps, video_path="")
     rec = await db.finish_session(rec.id, status="processing")
-    directory = state_dir / "sessions" / str(rec.id)
+    paths = StateDir(state_dir)
+    video = paths.video(rec.id)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        info = await asyncio.to_thread(finalize, src, directory / "video.mp4")
+        video.parent.mkdir(parents=True, exist_ok=True)
+        info = await asyncio.to_thread(finalize, src, video)
         frames, with_pose = await _pose_all(src, db, rec.id, pose_config or PoseConfig(),
                                             total, progress)
     except (SourceError, StorageError, OSError) as exc:
         await db.finish_session(rec.id, status="failed", error=str(exc))
         raise
-    video_path = str((directory / "video.mp4").relative_to(state_dir))
+    video_path = paths.relative(video)
     await db.finish_session(rec.id, status="completed", frame_count=frames,
                             duration_s=info.duration_s, video_path=video_path)
     from climbd.attempt_service import analyse_session

@@ -3,8 +3,9 @@
 The :class:`Recorder` consumes the pipeline's broadcasts on the event loop:
 
 - every :class:`~climbd.video.EncodedPacket` and every :class:`~climbd.pose.Pose` first goes
-  into the :class:`PreRollBuffer`, which keeps the last ``pre_roll_s`` seconds (plus the
-  GOP that reaches back to a keyframe) in memory;
+  into the :class:`PreRollBuffer`, which keeps the last ``buffer_s`` seconds (plus the
+  GOP that reaches back to a keyframe) in memory; the delayed live view
+  (:mod:`climbd.streaming.delay`) replays its packets too;
 - while a session records, packets go to a writer thread that appends them to a fragmented
   MP4 (one fragment per GOP, so a kill -9 loses at most the last second or two), and pose
   rows are committed to SQLite as one binary chunk per ``commit_interval_s`` (≤ 1 s).
@@ -40,6 +41,7 @@ from climbd.broadcast import Broadcast, Subscription
 from climbd.config import RecordingConfig
 from climbd.errors import (
     AlreadyRecording,
+    BeyondBuffer,
     DiskFullError,
     NoMediaYet,
     NotRecording,
@@ -47,6 +49,7 @@ from climbd.errors import (
 )
 from climbd.pose import Pose
 from climbd.redaction import redact_url
+from climbd.statedir import FRAGMENT_NAME, VIDEO_NAME, StateDir
 from climbd.storage import (
     Database,
     FragmentedMp4Writer,
@@ -60,8 +63,6 @@ __all__ = ["Ballast", "PreRollBuffer", "Recorder"]
 
 log = logging.getLogger(__name__)
 
-FRAGMENT_NAME = "recording.mp4"
-VIDEO_NAME = "video.mp4"
 #: holes in a session's video (camera lost), JSON [{"from_s", "to_s"}] in session seconds
 GAPS_NAME = "gaps.json"
 
@@ -73,14 +74,26 @@ class PreRollBuffer:
     with a keyframe and holds at least ``keep_s`` seconds when that much has been captured.
     """
 
+    #: weight of the newest sample in :attr:`latency_s` (exponential moving average)
+    LATENCY_ALPHA = 0.05
+
     def __init__(self, keep_s: float):
         self.keep_s = keep_s
+        #: capture-to-buffer delay of the packets (encode + hand-off), seconds, smoothed;
+        #: the delayed live view adds it so it is N s behind what live viewers see
+        self.latency_s = 0.0
+        self._latency_known = False
         self.packets: deque[EncodedPacket] = deque()
         self.poses: deque[Pose] = deque()
         self._keys: deque[EncodedPacket] = deque()  # the buffered keyframes, oldest first
 
     def add_packet(self, packet: EncodedPacket) -> None:
         """Append a packet and trim whole GOPs older than ``keep_s`` (O(1) amortised)."""
+        latency = max(0.0, time.monotonic() - packet.timestamp)
+        if self._latency_known:
+            self.latency_s += self.LATENCY_ALPHA * (latency - self.latency_s)
+        else:
+            self.latency_s, self._latency_known = latency, True
         if not self.packets and not packet.keyframe:
             return  # never start the buffer mid-GOP
         self.packets.append(packet)
@@ -95,6 +108,35 @@ class PreRollBuffer:
         oldest = self.packets[0].timestamp
         while self.poses and self.poses[0].timestamp < oldest:
             self.poses.popleft()
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of video buffered now (first to last packet's capture time)."""
+        b = self.packets
+        return b[-1].timestamp - b[0].timestamp if len(b) > 1 else 0.0
+
+    def packets_after(self, t: float) -> list[EncodedPacket]:
+        """Buffered packets captured after ``t`` (monotonic s), oldest first.
+
+        Scans from the newest end, so it costs O(packets returned) when called often.
+        """
+        out: list[EncodedPacket] = []
+        for p in reversed(self.packets):
+            if p.timestamp <= t:
+                break
+            out.append(p)
+        out.reverse()
+        return out
+
+    def poses_after(self, t: float) -> list[Pose]:
+        """Buffered poses captured after ``t`` (monotonic s), oldest first (O(returned))."""
+        out: list[Pose] = []
+        for p in reversed(self.poses):
+            if p.timestamp <= t:
+                break
+            out.append(p)
+        out.reverse()
+        return out
 
     def add_pose(self, pose: Pose) -> None:
         """Append a pose result (dropped if older than the oldest buffered packet)."""
@@ -259,8 +301,9 @@ class Recorder:
     ):
         self.db = db
         self.state_dir = state_dir
+        self.paths = StateDir(state_dir)
         self.config = config
-        self.buffer = PreRollBuffer(config.pre_roll_s)
+        self.buffer = PreRollBuffer(config.buffer_keep_s)
         self._packets = packets
         self._poses = poses
         self._request_keyframe = request_keyframe
@@ -294,23 +337,30 @@ class Recorder:
         return (a.record.id, a.start.timestamp) if a else None
 
     def status(self) -> dict[str, Any]:
-        """Recording state for the health endpoint and the live page."""
+        """Recording state for the health endpoint and the live page.
+
+        Keys: ``state`` ("recording"/"idle"), ``session_id``, ``name``, ``elapsed_s`` (the
+        running session's real duration so far, pre-roll included, s), ``pre_roll_s`` (the
+        pre-roll it included, s; null when idle), ``frames``, ``last_error``,
+        ``last_session_id``, ``pre_roll_available_s`` (video buffered now: the most a start
+        can include, s), ``buffer_max_s`` (``recording.buffer_s``), ``pre_roll_default_s``
+        (``recording.pre_roll_s``).
+        """
         a = self._active
         return {
             "state": "recording" if a else "idle",
             "session_id": a.record.id if a else None,
             "name": a.record.name if a else None,
             "elapsed_s": round(a.duration_s, 3) if a and a.frames else 0.0,
+            "pre_roll_s": a.record.pre_roll_s if a else None,
             "gaps": [list(g) for g in a.gaps] if a else [],
             "frames": a.frames if a else 0,
             "last_error": self.last_error,
             "last_session_id": self.last_session_id,
-            "pre_roll_available_s": round(self._buffered_seconds(), 3),
+            "pre_roll_available_s": round(self.buffer.seconds, 3),
+            "buffer_max_s": self.buffer.keep_s,
+            "pre_roll_default_s": self.config.pre_roll_s,
         }
-
-    def _buffered_seconds(self) -> float:
-        b = self.buffer.packets
-        return b[-1].timestamp - b[0].timestamp if len(b) > 1 else 0.0
 
     # -- lifecycle -------------------------------------------------------------------------
     async def run(self) -> None:
@@ -432,6 +482,10 @@ class Recorder:
                     pre_roll_s: float | None = None) -> SessionRecord:
         """Start recording, reaching ``pre_roll_s`` seconds into the past (default: config).
 
+        The start is the latest buffered keyframe at or before ``now - pre_roll_s`` (so up to
+        one GOP more than asked, and no more than is buffered); the returned record's
+        ``pre_roll_s`` is what was really included.
+
         Raises:
             AlreadyRecording: a session is recording.
             NoMediaYet: no keyframe arrived within 2 s (camera not running).
@@ -447,6 +501,7 @@ class Recorder:
         if self.preflight is not None:
             self.preflight()  # e.g. InsufficientStorage below the free-space floor
         pre = self.config.pre_roll_s if pre_roll_s is None else pre_roll_s
+        pre = min(max(0.0, pre), self.buffer.keep_s)
         now = time.monotonic()
         if not self.buffer.packets:
             self._request_keyframe()
@@ -466,7 +521,7 @@ class Recorder:
             width=info.width, height=info.height, fps=info.fps,
             pre_roll_s=round(max(0.0, now - key.timestamp), 3), video_path="",
         )
-        directory = self.state_dir / "sessions" / str(record.id)
+        directory = self.paths.session_dir(record.id)
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -512,10 +567,18 @@ class Recorder:
                         description: str = "", climber: str = "") -> SessionRecord:
         """Save the last ``seconds`` (default: the pre-roll) as a completed session.
 
+        Saves what the buffer holds (less right after start-up); the record's
+        ``duration_s`` says how much that was.
+
         Raises:
+            BeyondBuffer: ``seconds`` is more than ``recording.buffer_s`` can ever hold.
             AlreadyRecording, NoMediaYet, StorageError: as :meth:`start`.
         """
         secs = self.config.pre_roll_s if seconds is None else seconds
+        if secs > self.buffer.keep_s:
+            raise BeyondBuffer(
+                f"cannot save the last {secs:g} s: the buffer keeps {self.buffer.keep_s:g} s "
+                f"(recording.buffer_s); {self.buffer.seconds:.0f} s are buffered now")
         async with self._lock:
             await self._start(name or "", description, climber, secs)
         return await self.stop()
@@ -598,7 +661,7 @@ class Recorder:
         """
         out = []
         for rec in await self.db.recover_interrupted():
-            directory = self.state_dir / "sessions" / str(rec.id)
+            directory = self.paths.session_dir(rec.id)
             fragment = directory / FRAGMENT_NAME
             video = directory / VIDEO_NAME
             video_path, error = None, "interrupted: the daemon stopped while recording"
@@ -626,6 +689,6 @@ class Recorder:
         if self._active is not None and self._active.record.id == session_id:
             raise AlreadyRecording("stop the recording before deleting it")
         record = await self.db.delete_session(session_id)
-        directory = self.state_dir / "sessions" / str(session_id)
+        directory = self.paths.session_dir(session_id)
         await asyncio.to_thread(shutil.rmtree, directory, True)
         return record

@@ -42,6 +42,7 @@ from typing import Any
 
 from climbd.config import RetentionConfig
 from climbd.errors import ClimbdError, InsufficientStorage, StorageError
+from climbd.statedir import StateDir
 from climbd.storage import Database
 from climbd.storage.exports import ExportStore, SessionAge
 
@@ -88,6 +89,7 @@ class Retention:
         self.db = db
         self.store = ExportStore(db)
         self.state_dir = state_dir
+        self.paths = StateDir(state_dir)
         self.config = config
         self.bitrate_kbps = bitrate_kbps
         self._delete = delete
@@ -249,7 +251,7 @@ class Retention:
         return done
 
     async def _clean_exports(self, now: float) -> None:
-        root = self.state_dir / "exports"
+        root = self.paths.exports
         if root.is_dir():
             ids = await self.store.ids()
             for d in root.iterdir():

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from climbd.statedir import StateDir
     from climbd.storage import Database
     from climbd.streaming import WhepEndpoint
+    from climbd.sysinfo import SystemInfo
 
 __all__ = ["Services"]
 
@@ -45,6 +46,7 @@ class Services:
         exports: the export queue and workers. live: the WHEP endpoint (live view).
         ghost: ghost players of the live view. media: replay's low-priority media worker.
         auth: paired devices, admin sessions and API tokens.
+        system: the operator page's CPU meter and config provenance.
         attempts: the live attempt detector, its events and hands-free recording.
     """
 
@@ -58,4 +60,5 @@ class Services:
     ghost: GhostService | None = None
     media: MediaWorker | None = None
     auth: AuthStore | None = None
+    system: SystemInfo | None = None
     attempts: AttemptService | None = None

@@ -10,8 +10,11 @@ which is why it is scoped this narrowly.
 
 :func:`base_url_for` picks the host put in the link: ``share.base_url`` when configured,
 else the Host header of the tablet's request (the tablet reached the appliance through that
-address, so a phone on the same network can too). :func:`qr_svg` draws the link as a QR
-code (segno, SVG, offline).
+address, so a phone on the same network can too) unless it is a loopback name (a kiosk
+browser on the appliance itself uses ``localhost``): then this machine's LAN address or
+``<hostname>.local`` (:func:`climbd.lan.lan_host`, from local tables, no traffic) with the
+request's port. A link never names 127.0.0.1, ``localhost`` or ``::1``. :func:`qr_svg`
+draws the link as a QR code (segno, SVG, offline).
 
 No HTTP here; the routes are in :mod:`climbd.api.shares`.
 """
@@ -23,8 +26,11 @@ import hmac
 import io
 import re
 import secrets
+from collections.abc import Callable
 
 import segno
+
+from climbd import lan
 
 __all__ = [
     "TOKEN_BYTES",
@@ -63,13 +69,25 @@ def token_matches(token: str, stored_hash: str) -> bool:
     return hmac.compare_digest(hash_token(token), stored_hash)
 
 
-def base_url_for(configured: str, host_header: str | None, scheme: str = "http") -> str:
+def _split_host(host: str) -> tuple[str, str]:
+    """``("name", ":port")`` of a Host header value (port part may be empty)."""
+    if host.startswith("["):
+        end = host.index("]") + 1
+        return host[:end], host[end:]
+    name, sep, port = host.rpartition(":")
+    return (name, sep + port) if sep else (host, "")
+
+
+def base_url_for(configured: str, host_header: str | None, scheme: str = "http",
+                 lan_host: Callable[[], str] | None = None) -> str:
     """The ``scheme://host[:port]`` of share links.
 
     Args:
         configured: ``share.base_url`` ('' = derive from the request).
         host_header: the request's Host header, e.g. ``192.168.1.20:8080``.
         scheme: the request's scheme.
+        lan_host: this machine's LAN address or mDNS name, used instead of a loopback Host
+            (None: :func:`climbd.lan.lan_host`).
 
     Raises:
         ValueError: nothing configured and the Host header is missing or malformed.
@@ -80,7 +98,10 @@ def base_url_for(configured: str, host_header: str | None, scheme: str = "http")
     if not host or not _HOST_RE.match(host):
         raise ValueError(f"cannot build a share link from the Host header {host!r}: set "
                          "share.base_url in the configuration")
-    return f"{scheme}://{host}"
+    name, port = _split_host(host)
+    if lan.is_loopback_host(name):
+        name = (lan_host or lan.lan_host)()
+    return f"{scheme}://{name}{port}"
 
 
 def share_url(base_url: str, token: str) -> str:

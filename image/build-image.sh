@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Build the climbd Raspberry Pi OS (bookworm, arm64) image with pi-gen.
+# Build the climbd Raspberry Pi OS (trixie, arm64) image with pi-gen.
 #
 #   image/build-image.sh PI_GEN_DIR [--wheelhouse DIR] [--docker] [--stage-only]
 #
 # PI_GEN_DIR is a checkout of https://github.com/RPi-Distro/pi-gen, branch "arm64"
 # (64-bit images). This script
-#   1. builds the aarch64 / CPython 3.11 wheelhouse with image/build-wheelhouse.sh, unless
-#      --wheelhouse gives one (built beforehand, e.g. on a machine with internet);
+#   1. builds the aarch64 wheelhouse for the Python of the config's RELEASE (trixie: 3.13,
+#      bookworm: 3.11) with image/build-wheelhouse.sh, unless --wheelhouse gives one (built
+#      beforehand, e.g. on a machine with internet);
 #   2. copies image/pi-gen/stage-climbd into PI_GEN_DIR, with the payload the stage installs
 #      (scripts/install.sh, systemd/, config/, the wheelhouse) in 00-climbd/files/climbd;
 #   3. copies image/pi-gen/config to PI_GEN_DIR/config unless one is there, and checks that
@@ -41,13 +42,24 @@ if [ ! -x "$PIGEN/build.sh" ] || [ ! -d "$PIGEN/stage2" ]; then
 fi
 PIGEN=$(cd "$PIGEN" && pwd)
 
+CONFIG_SRC=$PIGEN/config
+[ -f "$CONFIG_SRC" ] || CONFIG_SRC=$REPO/image/pi-gen/config
+# shellcheck disable=SC1090
+RELEASE=$(. "$CONFIG_SRC"; echo "${RELEASE:-trixie}")
+case $RELEASE in
+    trixie) PYVER=3.13 ;;
+    bookworm) PYVER=3.11 ;;
+    *) die "RELEASE=$RELEASE in $CONFIG_SRC: climbd images are built from trixie or bookworm" ;;
+esac
 if [ -z "$WHEELHOUSE" ]; then
-    WHEELHOUSE=$REPO/image/wheelhouse-aarch64
-    "$REPO/image/build-wheelhouse.sh" --arch aarch64 --python-version 3.11 "$WHEELHOUSE"
+    WHEELHOUSE=$REPO/image/wheelhouse-aarch64-py$PYVER
+    "$REPO/image/build-wheelhouse.sh" --arch aarch64 --python-version "$PYVER" "$WHEELHOUSE"
 fi
 [ -f "$WHEELHOUSE/requirements.txt" ] || die "$WHEELHOUSE is not a wheelhouse (no requirements.txt)"
 grep -q '^arch: aarch64' "$WHEELHOUSE/WHEELHOUSE.txt" 2>/dev/null \
     || die "$WHEELHOUSE was not built for aarch64 (see its WHEELHOUSE.txt)"
+grep -q "^python: $PYVER\$" "$WHEELHOUSE/WHEELHOUSE.txt" 2>/dev/null \
+    || die "$WHEELHOUSE was not built for Python $PYVER ($RELEASE; see its WHEELHOUSE.txt)"
 
 STAGE=$PIGEN/stage-climbd
 rm -rf "$STAGE"

@@ -2,7 +2,11 @@
 # Build an offline wheelhouse for climbd: everything scripts/install.sh needs to install
 # climbd with no network, for a given CPU architecture and Python version.
 #
-#   image/build-wheelhouse.sh [--arch aarch64|x86_64] [--python-version 3.11] OUT_DIR
+#   image/build-wheelhouse.sh [--arch aarch64|x86_64] [--python-version 3.11|3.13] OUT_DIR
+#
+# --python-version is the target's Python: 3.11 for Debian 12 / Raspberry Pi OS bookworm,
+# 3.13 for Debian 13 / Raspberry Pi OS trixie (3.10 and 3.12 work too). The lock's markers
+# pick the pose stack: mediapipe 0.10.18 up to 3.12, mediapipe 1.x on 3.13.
 #
 # Run it on a machine with internet access to PyPI (any architecture: wheels for the target
 # are downloaded, not built). It needs uv (for `uv export --frozen` and `uv build`) and a
@@ -17,6 +21,11 @@
 #   climbd-*.whl          the climbd wheel built from this tree
 #   *.whl, *.tar.gz       every locked package for the target (pip --require-hashes)
 #   setuptools, wheel     build tools for the sdists (not locked; build time only)
+#   climbd_blazepose_full-*.whl  BlazePose Full as a Tasks API bundle (climbd.pose.bundle),
+#                         for the "tasks" pose backend (the one on Python 3.13). It is
+#                         written from mediapipe 0.10.18's model files with its metadata
+#                         writer, so it is built with $BUNDLE_PYTHON (default: `uv run` in
+#                         this tree, whose development environment is Python <= 3.12).
 #   WHEELHOUSE.txt        what it was built for and from
 set -euo pipefail
 
@@ -66,9 +75,12 @@ echo "$PROG: building the climbd wheel"
 rm -f "$OUT"/climbd-*.whl
 (cd "$REPO" && uv build --wheel --out-dir "$OUT" >/dev/null)
 
-# manylinux tags a glibc-2.36 system (Debian/Raspberry Pi OS bookworm) accepts, newest first.
+# manylinux tags the target's glibc accepts, newest first: 2.36 on bookworm (Python 3.11),
+# 2.41 on trixie (Python 3.13).
+GLIBC_MINOR=36
+case $PYVER in 3.13) GLIBC_MINOR=41 ;; esac
 platforms=()
-for minor in $(seq 36 -1 17); do platforms+=(--platform "manylinux_2_${minor}_${ARCH}"); done
+for minor in $(seq "$GLIBC_MINOR" -1 17); do platforms+=(--platform "manylinux_2_${minor}_${ARCH}"); done
 platforms+=(--platform "manylinux2014_${ARCH}" --platform "linux_${ARCH}")
 cpver=cp${PYVER/./}
 
@@ -81,6 +93,14 @@ echo "$PROG: downloading locked packages for $ARCH / CPython $PYVER"
 echo "$PROG: downloading build tools for sdists"
 "${PIP[@]}" download --disable-pip-version-check --quiet --no-deps \
     --only-binary=:all: --dest "$OUT" setuptools wheel
+
+echo "$PROG: building the BlazePose Full model bundle (climbd_blazepose_full)"
+rm -f "$OUT"/climbd_blazepose_full-*.whl
+if [ -n "${BUNDLE_PYTHON:-}" ]; then
+    (cd "$REPO" && PYTHONPATH=$REPO "$BUNDLE_PYTHON" -m climbd.pose.bundle "$OUT" >/dev/null)
+else
+    (cd "$REPO" && env -u VIRTUAL_ENV uv run --frozen python -m climbd.pose.bundle "$OUT" >/dev/null)
+fi || die "building the model bundle failed (needs mediapipe 0.10.18: set BUNDLE_PYTHON)"
 
 cat > "$OUT/WHEELHOUSE.txt" <<EOF
 climbd wheelhouse

@@ -24,7 +24,15 @@
 #
 # A wheelhouse (image/build-wheelhouse.sh) holds climbd-*.whl, requirements.txt and every
 # wheel (sdists for packages without wheels, e.g. systemd-python, which are then built in the
-# target: it needs gcc, pkg-config, python3-dev and libsystemd-dev there).
+# target: it needs gcc, pkg-config, python3-dev and libsystemd-dev there), plus the
+# BlazePose model bundle climbd_blazepose_full-*.whl.
+#
+# The target's Python picks the pose stack through the lock's markers: 3.10-3.12 (Debian 12 /
+# Raspberry Pi OS bookworm: 3.11) get mediapipe 0.10.18 and its mp.solutions graph; 3.13
+# (Debian 13 / Raspberry Pi OS trixie) gets mediapipe 1.x, whose Tasks API runs the same
+# model from climbd_blazepose_full (installed whenever the wheelhouse has it; required on
+# 3.13: without a wheelhouse it is built here with `python -m climbd.pose.bundle` in the
+# source tree's development environment).
 #
 # Exit status: 0 installed, 1 failed, 2 bad usage.
 set -euo pipefail
@@ -138,6 +146,32 @@ if ! in_root "$PYTHON" -c 'import sys, venv, ensurepip; sys.exit(sys.version_inf
 fi
 PYVER=$(in_root "$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 note "target Python $PYVER in $ROOT"
+case $PYVER in
+    3.10|3.11|3.12) POSE_STACK="mediapipe 0.10.18 (mp.solutions)"; NEED_BUNDLE=0 ;;
+    3.13) POSE_STACK="mediapipe 1.x (Tasks API) + climbd_blazepose_full"; NEED_BUNDLE=1 ;;
+    *) die "Python $PYVER in $ROOT is not supported (climbd runs on Python 3.10-3.13)" ;;
+esac
+note "pose: $POSE_STACK"
+if [ "$NEED_BUNDLE" = 1 ]; then
+    # mediapipe 1.x's libmediapipe.so links libEGL.so.1 and libGLESv2.so.2 (it loads even
+    # with no GPU; pose runs on the CPU): Debian packages libegl1 and libgles2.
+    gl_missing() {
+        local lib libs
+        libs=$(in_root /sbin/ldconfig -p 2>/dev/null || true)
+        for lib in libEGL.so.1 libGLESv2.so.2; do
+            grep -qF "$lib " <<<"$libs" || return 0
+        done
+        return 1
+    }
+    if gl_missing && [ "$ROOT" = / ] && command -v apt-get >/dev/null; then
+        note "installing libegl1 libgles2 (needed by mediapipe 1.x)"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libegl1 libgles2
+    fi
+    if gl_missing; then
+        die "mediapipe 1.x needs libEGL.so.1 and libGLESv2.so.2 in $ROOT" \
+            "(apt-get install libegl1 libgles2 there)"
+    fi
+fi
 
 # --- 1. groups and user ---------------------------------------------------------------------
 root_opt=()
@@ -186,6 +220,19 @@ if [ -z "$REQUIREMENTS" ]; then
     REQUIREMENTS=$WORK/requirements.txt
 fi
 [ -f "$REQUIREMENTS" ] || die "requirements not found: $REQUIREMENTS"
+MODEL_WHEEL=
+if [ -n "$WHEELHOUSE" ]; then
+    MODEL_WHEEL=$(find "$WHEELHOUSE" -maxdepth 1 -name 'climbd_blazepose_full-*.whl' | sort -V | tail -n 1)
+fi
+if [ -z "$MODEL_WHEEL" ] && [ "$NEED_BUNDLE" = 1 ]; then
+    note "building the BlazePose model bundle from $SOURCE"
+    if command -v uv >/dev/null && (cd "$SOURCE" && env -u VIRTUAL_ENV uv run --frozen \
+            python -m climbd.pose.bundle "$WORK" >&2); then
+        MODEL_WHEEL=$(find "$WORK" -maxdepth 1 -name 'climbd_blazepose_full-*.whl' | head -n 1)
+    fi
+    [ -n "$MODEL_WHEEL" ] || die "Python $PYVER needs the BlazePose model bundle" \
+        "(climbd_blazepose_full-*.whl): give --wheelhouse from image/build-wheelhouse.sh"
+fi
 # e.g. climbd-0.1.0-py3-none-any.whl -> 0.1.0
 VERSION=$(basename "$WHEEL" | cut -d- -f2)
 RELEASE_BASE=$PREFIX/releases/$VERSION-$(date -u +%Y%m%dT%H%M%SZ)
@@ -197,6 +244,7 @@ note "installing climbd $VERSION into $RELEASE"
 mkdir -p "$STAGE"
 cp "$WHEEL" "$STAGE/"
 cp "$REQUIREMENTS" "$STAGE/requirements.txt"
+[ -z "$MODEL_WHEEL" ] || cp "$MODEL_WHEEL" "$STAGE/"
 pip_src=()
 pip_env=(env)
 if [ -n "$WHEELHOUSE" ]; then
@@ -228,6 +276,10 @@ in_root "${PIP[@]}" install --quiet --no-deps --require-hashes \
     || die "installing the locked requirements failed"
 in_root "${PIP[@]}" install --quiet --no-deps --no-index \
     "$STAGE_IN/$(basename "$WHEEL")" || die "installing $(basename "$WHEEL") failed"
+if [ -n "$MODEL_WHEEL" ]; then
+    in_root "${PIP[@]}" install --quiet --no-deps --no-index \
+        "$STAGE_IN/$(basename "$MODEL_WHEEL")" || die "installing $(basename "$MODEL_WHEEL") failed"
+fi
 in_root "$RELEASE/bin/climbd" --version >/dev/null || die "the new climbd does not start"
 
 # --- 4. configuration -----------------------------------------------------------------------

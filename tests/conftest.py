@@ -35,6 +35,7 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+from xml.etree import ElementTree
 
 import pytest
 
@@ -66,8 +67,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Record each test's tier and keep only the ``--tier`` ones (untiered tests are kept,
-    so that they fail)."""
+    """Record each test's tier, keep only the ``--tier`` ones (untiered tests are kept, so
+    that they fail), order them cheapest tier first, and put them in pytest-xdist groups.
+
+    Groups (used with ``--dist loadgroup``): each module is one group, so module-scoped
+    fixtures (a daemon, the install chroot) are built once; every test marked ``timing``
+    (it asserts wall-clock rates or delays) is in its tier's group ``timing-<tier>``, so
+    no two of them run at the same time on different workers (tiers run in order).
+    """
     wanted = {t.strip() for arg in config.getoption("tier") for t in arg.split(",") if t.strip()}
     unknown = wanted - set(TIERS)
     if unknown:
@@ -77,10 +84,64 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         tier = tier_of(item)
         item.stash[_TIER_KEY] = tier
+        item.user_properties.append(("tier", tier or "none"))  # reaches the xdist controller
+        if item.get_closest_marker("xdist_group") is None:
+            group = (f"timing-{tier}" if item.get_closest_marker("timing")
+                     else item.nodeid.split("::")[0])
+            item.add_marker(pytest.mark.xdist_group(group))
         (keep if not wanted or tier is None or tier in wanted else dropped).append(item)
+    keep.sort(key=lambda i: TIERS.index(t) if (t := i.stash[_TIER_KEY]) else -1)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
-        items[:] = keep
+    items[:] = keep
+
+
+class _TierClock:
+    """Per-tier time of a run, from the test reports (which carry the tier from workers)."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self.busy: dict[str, float] = {}
+        self.tests: dict[str, int] = {}
+
+    def add(self, report: pytest.TestReport) -> None:
+        tier = dict(report.user_properties).get("tier")
+        if not isinstance(tier, str):
+            return
+        self.first[tier] = min(self.first.get(tier, report.start), report.start)
+        self.last[tier] = max(self.last.get(tier, report.stop), report.stop)
+        self.busy[tier] = self.busy.get(tier, 0.0) + report.duration
+        if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+            self.tests[tier] = self.tests.get(tier, 0) + 1
+
+
+_CLOCK = _TierClock()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _CLOCK.add(report)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config
+                            ) -> None:
+    """Print each tier's wall time (first test start to last test end) and test time."""
+    if hasattr(config, "workerinput") or not _CLOCK.first:
+        return
+    tr = terminalreporter
+    tr.write_sep("=", "time per tier")
+    for tier in [*TIERS, "none"]:
+        if tier in _CLOCK.first:
+            wall = _CLOCK.last[tier] - _CLOCK.first[tier]
+            tr.write_line(f"{tier:<12} {_CLOCK.tests.get(tier, 0):4d} tests   wall {wall:7.1f} s"
+                          f"   test time {_CLOCK.busy[tier]:7.1f} s")
+    out = os.environ.get("CLIMBD_TIER_TIMES")
+    if out:  # scripts/test collects these across runs
+        with open(out, "a") as f:
+            for tier in _CLOCK.first:
+                f.write(json.dumps({"tier": tier, "tests": _CLOCK.tests.get(tier, 0),
+                                    "wall_s": round(_CLOCK.last[tier] - _CLOCK.first[tier], 1),
+                                    "test_s": round(_CLOCK.busy[tier], 1)}) + "\n")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -320,6 +381,76 @@ class DaemonProcess:
                 self.proc.wait(10)
         self._log.close()
         return self.proc.returncode
+
+
+class TimeBudget:
+    """Wall-clock seconds shared by several tests (a fuzzer's), handed out in fair shares:
+    each test, when it starts, may use what is left divided by the tests still to come.
+    A fuzzer runs its cases in chunks and stops at its share, so a slow or loaded machine
+    runs fewer generated cases instead of taking minutes longer; :attr:`short` says so.
+
+    Args:
+        seconds: the whole budget, from the first :meth:`share` on.
+        parts: how many tests share it.
+    """
+
+    def __init__(self, seconds: float, parts: int):
+        self.seconds, self.parts_left = seconds, parts
+        self.end: float | None = None
+        self.short = False  # some test stopped at its share before all its cases ran
+
+    def share(self) -> float:
+        """The ``time.monotonic()`` deadline for the test that starts now."""
+        now = time.monotonic()
+        if self.end is None:
+            self.end = now + self.seconds
+        parts, self.parts_left = max(1, self.parts_left), max(0, self.parts_left - 1)
+        return now + max(0.0, self.end - now) / parts
+
+    def run(self, chunk: Callable[[int], int], cases: int) -> int:
+        """Call ``chunk(n)`` (runs up to n cases, returns how many ran) with n = 8, 16, 32, ...
+        until ``cases`` ran or this test's share is used up; returns the cases run. Chunks
+        run until at least one case ran."""
+        deadline, ran, n = self.share(), 0, 8
+        while ran < cases:
+            ran += chunk(min(n, cases - ran))
+            n *= 2
+            now = time.monotonic()
+            # past the share: stop, once some case ran (or 30 s later if none can)
+            if now >= deadline and ran < cases and (ran > 0 or now >= deadline + 30):
+                self.short = True
+                break
+        return ran
+
+
+def run_in_private_netns(test_file: Path, inner_tests: list[str], tmp_path: Path,
+                         timeout: float = 900) -> dict[str, str]:
+    """Run ``test_file``'s ``inner`` tests in a fresh network namespace (``unshare -n``:
+    only a loopback interface exists) with ``CLIMBD_TEST_NETNS=1``; check that every test
+    named in ``inner_tests`` ran and passed (none failed, errored or skipped).
+
+    Returns: {test id: "passed"} from the inner run's JUnit XML.
+    Raises: AssertionError naming the tests that did not pass, with the inner output.
+    """
+    junit = tmp_path / "inner.xml"
+    cmd = ["unshare", "-n", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
+           sys.executable, "-m", "pytest", str(test_file), "-k", "inner", "-q",
+           "-p", "no:cacheprovider", "-o", "addopts=", "--timeout=600",
+           f"--junitxml={junit}"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                       env={**os.environ, "CLIMBD_TEST_NETNS": "1"})
+    out = r.stdout + r.stderr
+    assert junit.exists(), f"the inner run wrote no report (exit {r.returncode}):\n{out[-8000:]}"
+    outcomes: dict[str, str] = {}
+    for case in ElementTree.parse(junit).getroot().iter("testcase"):
+        kinds = {child.tag for child in case} & {"failure", "error", "skipped"}
+        outcomes[case.get("name", "?")] = next(iter(sorted(kinds)), "passed")
+    bad = {name: o for name, o in outcomes.items() if o != "passed"}
+    ran = {name.split("[")[0] for name in outcomes}
+    missing = sorted(set(inner_tests) - ran)
+    assert not bad and not missing and r.returncode == 0, (
+        f"not passed: {bad}; did not run: {missing}; exit {r.returncode}\n{out[-8000:]}")
+    return outcomes
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ import pytest
 from climbd.config import Config
 from climbd.daemon import Daemon
 from climbd.storage import Database, SessionRecord, finalize
+from climbd.visibility import SYSTEM, viewing
 from tests.conftest import REPO, SHORT
 from tests.fakes import CameraRig
 from tests.securitykit import admin_headers
@@ -75,17 +76,18 @@ async def add_video_session(db: Database, state_dir: Path, clip: Path, *, name: 
     rec = await db.finish_session(rec.id, status=status,  # type: ignore[arg-type]
                                   frame_count=final.frames, duration_s=final.duration_s,
                                   video_path=f"sessions/{rec.id}/video.mp4")
-    if pinned:
-        rec = await db.update_session(rec.id, pinned=True)
-    if created_at is not None:
-        await set_created_at(db, rec.id, created_at)
-        rec = await db.get_session(rec.id)
+    with viewing(SYSTEM):  # the test acts for the appliance (climbd.visibility)
+        if pinned:
+            rec = await db.update_session(rec.id, pinned=True)
+        if created_at is not None:
+            await set_created_at(db, rec.id, created_at)
+            rec = await db.get_session(rec.id)
     return rec
 
 
 async def set_created_at(db: Database, session_id: int, created_at: float) -> None:
     """Move a session's creation time (tests only: the catalog has no API for it)."""
-    async with db._transaction("test: set created_at") as conn:
+    async with db.transaction("test: set created_at") as conn:
         await conn.execute("UPDATE sessions SET created_at = ? WHERE id = ?",
                            (created_at, session_id))
 

@@ -20,7 +20,7 @@ from tests.conftest import SHORT
 from tests.fakes import CameraRig
 from tests.securitykit import admin_headers
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timing]  # wall-clock rates and delays
 
 
 class Client:

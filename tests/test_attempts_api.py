@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from climbd.attempt_service import DETECTOR_VERSION, LiveAttemptEvent
 from climbd.pose import Pose
 from climbd.storage import MIGRATIONS, Database
 from climbd.storage.attempts import AttemptStore
+from climbd.visibility import SYSTEM, viewing
 from tests.attempts_support import Scene, template
 from tests.conftest import SHORT
 from tests.export_support import add_video_session, start_daemon
@@ -28,6 +30,15 @@ pytestmark = pytest.mark.integration
 
 STAND = template()
 CLIMB = template(arms_up=True, right_foot_up_m=0.3)
+
+
+@pytest.fixture(autouse=True)
+def _as_system() -> Iterator[None]:
+    """These tests also read the catalog directly, as the appliance does: outside a request
+    nothing is visible (climbd.visibility fails closed) unless the system viewer is set.
+    Requests still see only what their caller may (the daemon serves them from nobody)."""
+    with viewing(SYSTEM):
+        yield
 
 
 def scene() -> Scene:
@@ -126,10 +137,16 @@ async def test_live_detector_publishes_events_from_the_pose_broadcast(
         assert daemon.attempts.status()["last"]["kind"] == "end"
 
 
+async def _scalar(db: Database, sql: str) -> Any:
+    async with db.read("test") as conn, conn.execute(sql) as cur:
+        row = await cur.fetchone()
+    return row[0]
+
+
 async def test_attempt_tables_are_a_migration(tmp_path: Path) -> None:
     db = await Database.open(tmp_path / "c.db")
     try:
-        assert await db._scalar("PRAGMA user_version") == len(MIGRATIONS)
+        assert await _scalar(db, "PRAGMA user_version") == len(MIGRATIONS)
         rec = await db.create_session(width=640, height=480, fps=30)
         store = AttemptStore(db)
         assert await store.analysis(rec.id) is None
@@ -139,6 +156,6 @@ async def test_attempt_tables_are_a_migration(tmp_path: Path) -> None:
         assert got == [{"index": 0, "start_s": 1.0, "end_s": None, "duration_s": None,
                         "end_reason": None, "metrics": {"x": 1}}]
         await db.delete_session(rec.id)  # cascades
-        assert await db._scalar("SELECT COUNT(*) FROM attempts") == 0
+        assert await _scalar(db, "SELECT COUNT(*) FROM attempts") == 0
     finally:
         await db.close()

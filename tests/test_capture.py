@@ -21,7 +21,7 @@ from climbd.errors import SourceError
 from tests.conftest import SHORT
 from tests.fakes import CameraRig
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timing]  # wall-clock rates and delays
 
 
 def test_classify_source() -> None:

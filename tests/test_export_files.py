@@ -17,7 +17,7 @@ import csv
 import itertools
 import json
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import av
@@ -40,8 +40,18 @@ from climbd.export.posedata import (
 )
 from climbd.pose import LANDMARK_NAMES, POSE_CONNECTIONS
 from climbd.storage import Database, PoseSeries, SessionRecord, probe
+from climbd.visibility import SYSTEM, viewing
 from tests.conftest import STEEPWALL
 from tests.export_support import add_video_session, copy_template, tmpfs
+
+
+@pytest.fixture(autouse=True)
+def _as_system() -> Iterator[None]:
+    """These tests use the catalog directly, as the appliance does: outside a request
+    nothing is visible (climbd.visibility fails closed) unless the system viewer is set."""
+    with viewing(SYSTEM):
+        yield
+
 
 pytestmark = pytest.mark.integration
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,10 +31,15 @@ from climbd.security.hosts import origin_of, split_host
 from climbd.security.ratelimit import client_key
 from climbd.storage.database import SessionRecord
 from climbd.streaming.errors import OfferError
+from tests.conftest import TimeBudget
 
 pytestmark = pytest.mark.unit
 
-FUZZ = settings(max_examples=600, deadline=None, database=None,
+#: Cases per property; they run in growing chunks within a shared time budget
+#: (CLIMBD_FUZZ_BUDGET_S / 5: 30 s for all six on a loaded machine, ~10 s quiet).
+CASES = {"ws": 600, "dc": 600, "ghost": 600, "sdp": 1000, "landmarks": 1000, "security": 1500}
+BUDGET = TimeBudget(float(os.environ.get("CLIMBD_FUZZ_BUDGET_S", "150")) / 5, len(CASES))
+FUZZ = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                        HealthCheck.data_too_large])
 
@@ -207,7 +213,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 # -- the properties ------------------------------------------------------------------------
 @FUZZ
 @given(msgs=st.lists(messages(), min_size=1, max_size=3))
-def test_live_websocket_commands_never_crash(loop: asyncio.AbstractEventLoop,
+def _live_websocket_commands_never_crash(loop: asyncio.AbstractEventLoop,
                                              msgs: list[str | bytes]) -> None:
     from climbd.api.live import _LiveClient
 
@@ -226,7 +232,7 @@ def test_live_websocket_commands_never_crash(loop: asyncio.AbstractEventLoop,
 
 @FUZZ
 @given(msgs=st.lists(messages(), min_size=1, max_size=3))
-def test_data_channel_messages_never_crash(loop: asyncio.AbstractEventLoop,
+def _data_channel_messages_never_crash(loop: asyncio.AbstractEventLoop,
                                            msgs: list[str | bytes]) -> None:
     from climbd.streaming.datachannel import LandmarkChannel
 
@@ -241,7 +247,7 @@ def test_data_channel_messages_never_crash(loop: asyncio.AbstractEventLoop,
 
 @FUZZ
 @given(msgs=st.lists(messages(), min_size=1, max_size=3))
-def test_ghost_controls_never_crash(loop: asyncio.AbstractEventLoop,
+def _ghost_controls_never_crash(loop: asyncio.AbstractEventLoop,
                                     msgs: list[str | bytes]) -> None:
     from climbd.ghost import GhostPlayer
 
@@ -271,10 +277,10 @@ SDP_LINES = ["v=0", "o=- 1 1 IN IP4 0.0.0.0", "s=-", "t=0 0", "a=group:BUNDLE 0 
              "a=sctp-port:5000", "m=audio 9 UDP/TLS/RTP/SAVPF 0"]
 
 
-@settings(FUZZ, max_examples=1000)
+@settings(FUZZ, max_examples=250)
 @given(lines=st.lists(st.sampled_from(SDP_LINES) | st.text(max_size=80), max_size=30),
        sep=st.sampled_from(["\r\n", "\n", "\r", ""]))
-def test_whep_offer_parser_only_raises_offer_errors(lines: list[str], sep: str) -> None:
+def _whep_offer_parser_only_raises_offer_errors(lines: list[str], sep: str) -> None:
     from climbd.streaming.offer import parse_offer
 
     try:
@@ -285,9 +291,9 @@ def test_whep_offer_parser_only_raises_offer_errors(lines: list[str], sep: str) 
         assert summary.sdp.startswith("v=0")
 
 
-@settings(FUZZ, max_examples=1000)
+@settings(FUZZ, max_examples=250)
 @given(data=st.binary(max_size=600))
-def test_landmark_decoder_only_raises_value_error(data: bytes) -> None:
+def _landmark_decoder_only_raises_value_error(data: bytes) -> None:
     from climbd.streaming.landmarks import decode_message
 
     try:
@@ -297,11 +303,11 @@ def test_landmark_decoder_only_raises_value_error(data: bytes) -> None:
     assert msg is not None
 
 
-@settings(max_examples=1500, deadline=None, database=None)
+@settings(max_examples=375, deadline=None, database=None)
 @given(host=st.text(max_size=80) | st.from_regex(r"\[?[0-9a-fA-F:.]{1,40}\]?(:[0-9]{0,6})?"),
        origin=st.text(max_size=80) | st.from_regex(r"https?://[^/]{0,40}(/.*)?"),
        code=st.text(max_size=40), header=st.text(max_size=60) | st.none())
-def test_security_parsers_never_crash(host: str, origin: str, code: str,
+def _security_parsers_never_crash(host: str, origin: str, code: str,
                                       header: str | None) -> None:
     parsed = split_host(host)
     if parsed is not None:
@@ -315,3 +321,27 @@ def test_security_parsers_never_crash(host: str, origin: str, code: str,
     assert client_key(host)
     assert not crypto.csrf_matches(header, ["cookie"]) or header == crypto.csrf_token("cookie")
     assert not math.isnan(len(host))
+
+
+def test_live_websocket_commands_never_crash(loop: asyncio.AbstractEventLoop) -> None:
+    BUDGET.run(lambda _n: (_live_websocket_commands_never_crash(loop), 150)[1], CASES["ws"])
+
+
+def test_data_channel_messages_never_crash(loop: asyncio.AbstractEventLoop) -> None:
+    BUDGET.run(lambda _n: (_data_channel_messages_never_crash(loop), 150)[1], CASES["dc"])
+
+
+def test_ghost_controls_never_crash(loop: asyncio.AbstractEventLoop) -> None:
+    BUDGET.run(lambda _n: (_ghost_controls_never_crash(loop), 150)[1], CASES["ghost"])
+
+
+def test_whep_offer_parser_only_raises_offer_errors() -> None:
+    BUDGET.run(lambda _n: (_whep_offer_parser_only_raises_offer_errors(), 250)[1], CASES["sdp"])
+
+
+def test_landmark_decoder_only_raises_value_error() -> None:
+    BUDGET.run(lambda _n: (_landmark_decoder_only_raises_value_error(), 250)[1], CASES["landmarks"])
+
+
+def test_security_parsers_never_crash() -> None:
+    BUDGET.run(lambda _n: (_security_parsers_never_crash(), 375)[1], CASES["security"])

@@ -27,7 +27,7 @@ from climbd.ghost import (
 )
 from climbd.storage.posecodec import PoseSeries
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.timing]  # wall-clock rates and delays
 
 
 class FakeClock:

@@ -14,10 +14,7 @@ import asyncio
 import json
 import math
 import os
-import re
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -29,10 +26,10 @@ import pytest
 
 from climbd.ghost import KIND_GHOST, GhostMessage, decode_ghost
 from climbd.streaming.viewer import Viewer
-from tests.conftest import REPO, STEEPWALL, auth_headers, http
+from tests.conftest import STEEPWALL, auth_headers, http, run_in_private_netns
 from tests.replay_support import CHROMIUM, NAMES, Env, chromium, start_daemon, wait_js
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timing]  # wall-clock rates and delays
 
 IN_NETNS = os.environ.get("CLIMBD_TEST_NETNS") == "1"
 SDP = {"Content-Type": "application/sdp"}
@@ -120,7 +117,11 @@ async def test_ghost_is_paced_by_the_recorded_timestamps(
     for seq, (speed, seconds) in enumerate(((1.0, 3.0), (0.5, 3.0)), 1):
         start = time.monotonic()
         viewer.control(action="play", session_id=sid, t=2.0, speed=speed, seq=seq)
-        await asyncio.sleep(seconds)
+        # `seconds` of playback: that many seconds of the 25 fps recording, at `speed`
+        want = int(seconds * 25 * speed)
+        assert await viewer.wait_for(
+            lambda since=start + 0.2, want=want: len(viewer.playing(since=since)) >= want,
+            seconds * 3 + 5)
         rows = viewer.playing(since=start + 0.2)
         assert len(rows) >= seconds * 25 * speed * 0.7, len(rows)
         slope, resid = _pace(rows)
@@ -147,7 +148,12 @@ async def test_ghost_is_paced_by_the_recorded_timestamps(
 async def test_pause_seek_loop_and_state(viewer: GhostViewer) -> None:
     sid = NAMES["steepwall"]
     viewer.control(action="play", session_id=sid, t=14.0, loop=True, seq=1)
-    await asyncio.sleep(2.0)
+
+    def looped() -> bool:
+        laps = [g.t for _, g in viewer.playing()]
+        return bool(laps) and max(laps) > 14.9 and min(laps[len(laps) // 2:]) < 1.0
+
+    assert await viewer.wait_for(looped, 10), "no loop back to 0"
     laps = [g.t for _, g in viewer.playing()]
     assert max(laps) > 14.9 and min(laps[len(laps) // 2:]) < 1.0, "no loop back to 0"
     viewer.control(action="pause", seq=2)
@@ -237,19 +243,13 @@ async def test_armed_ghost_starts_with_the_recording_aligned(env: Env, viewer: G
 
 
 @pytest.mark.skipif(IN_NETNS, reason="already inside the namespace")
-def test_ghost_page_suite_in_a_private_network_namespace() -> None:
+def test_ghost_page_suite_in_a_private_network_namespace(tmp_path: Path) -> None:
     if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
         pytest.skip("needs root, unshare and ip to make a network namespace")
     if not CHROMIUM.exists() or not STEEPWALL.exists():
         pytest.skip("Debian chromium or the test media is missing")
-    cmd = ["unshare", "-n", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-           sys.executable, "-m", "pytest", str(Path(__file__)), "-k", "inner", "-q",
-           "-p", "no:cacheprovider", "-o", "addopts=", "--timeout=600"]
-    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
-                       env={**os.environ, "CLIMBD_TEST_NETNS": "1"})
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out[-8000:]
-    assert re.search(r"\b2 passed\b", out), out[-3000:]
+    inner = [n for n in globals() if n.startswith("test_inner_")]
+    run_in_private_netns(Path(__file__), inner, tmp_path)
 
 
 inner = pytest.mark.skipif(not IN_NETNS, reason="runs inside the network namespace only")

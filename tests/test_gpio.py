@@ -34,7 +34,7 @@ from climbd.config import ButtonConfig, Config, GpioConfig, LedConfig, parse_con
 from climbd.errors import AlreadyRecording, ConfigError, NotRecording
 from climbd.hardware.gpio import GpioButtons, GpioError, LineSpec
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.timing]  # wall-clock rates and delays
 
 if sys.version_info >= (3, 11):
     import tomllib

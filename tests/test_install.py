@@ -32,6 +32,9 @@ MIRROR = os.environ.get("CLIMBD_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debi
 # systemd as on the target (units, targets); python3-venv for the venv; the rest builds
 # systemd-python, published only as an sdist.
 PACKAGES = "systemd,python3,python3-venv,python3-dev,gcc,libc6-dev,pkg-config,libsystemd-dev"
+#: Per suite: trixie's Python 3.13 gets mediapipe 1.x, whose libmediapipe.so links libEGL and
+#: libGLESv2 (install.sh checks for them; the image's 00-packages lists them).
+SUITE_PACKAGES = {"bookworm": PACKAGES, "trixie": PACKAGES + ",libegl1,libgles2"}
 
 
 def _run(cmd: list[str], timeout: float, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -53,11 +56,44 @@ class _Lock:
         self._f.close()
 
 
-def _base_root() -> Path:
-    """The cached debootstrap root (built on first use)."""
-    arch = _run(["dpkg", "--print-architecture"], 30).stdout.strip() or "amd64"
-    key = hashlib.sha256(f"bookworm {arch} {PACKAGES}".encode()).hexdigest()[:12]
-    base = CACHE / f"bookworm-{arch}-{key}"
+def host_arch() -> str:
+    """This machine's Debian architecture name (amd64, arm64, ...)."""
+    return _run(["dpkg", "--print-architecture"], 30).stdout.strip() or "amd64"
+
+
+def emulation_unavailable(arch: str) -> str:
+    """Why binaries of Debian ``arch`` cannot run here ("" when they can: native, or
+    qemu-user through binfmt_misc with the F flag, so it works inside a chroot). Mounts
+    binfmt_misc and enables the qemu handler when that is all that is missing."""
+    if arch == host_arch():
+        return ""
+    qemu = {"arm64": "aarch64", "armhf": "arm", "riscv64": "riscv64"}.get(arch, arch)
+    fs = Path("/proc/sys/fs/binfmt_misc")
+    if not (fs / "status").exists():
+        r = _run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(fs)], 30)
+        if r.returncode != 0:
+            return f"binfmt_misc cannot be mounted here: {r.stderr.strip()}"
+    handler = fs / f"qemu-{qemu}"
+    if not handler.exists() and shutil.which("update-binfmts"):
+        _run(["update-binfmts", "--enable", f"qemu-{qemu}"], 60)
+    if not handler.exists():
+        return (f"no binfmt_misc handler for {qemu} "
+                "(apt-get install qemu-user-static binfmt-support)")
+    text = handler.read_text()
+    if not text.startswith("enabled"):
+        return f"the binfmt_misc handler qemu-{qemu} is disabled"
+    if "F" not in next((ln for ln in text.splitlines() if ln.startswith("flags:")), ""):
+        return f"qemu-{qemu} is registered without the F flag (it would not work in a chroot)"
+    return ""
+
+
+def _base_root(suite: str = "bookworm", arch: str | None = None) -> Path:
+    """The cached debootstrap root of Debian ``suite`` for ``arch`` (default: this
+    machine's; another one runs through qemu-user), built on first use."""
+    arch = arch or host_arch()
+    packages = SUITE_PACKAGES[suite]
+    key = hashlib.sha256(f"{suite} {arch} {packages}".encode()).hexdigest()[:12]
+    base = CACHE / f"{suite}-{arch}-{key}"
     with _Lock(base.name):
         if (base / ".climbd-complete").exists():
             return base
@@ -67,15 +103,15 @@ def _base_root() -> Path:
         tmp = base.with_name(base.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            r = _run([debootstrap, "--variant=minbase", f"--include={PACKAGES}", "bookworm",
-                      str(tmp), MIRROR], 1500)
+            r = _run([debootstrap, "--variant=minbase", f"--arch={arch}",
+                      f"--include={packages}", suite, str(tmp), MIRROR], 2400)
         except subprocess.TimeoutExpired:
             shutil.rmtree(tmp, ignore_errors=True)
-            pytest.skip("debootstrap took more than 25 minutes")
+            pytest.skip("debootstrap took more than 40 minutes")
         if r.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
             pytest.skip(f"debootstrap failed ({MIRROR}): {(r.stdout + r.stderr)[-1500:]}")
-        (tmp / ".climbd-complete").write_text(f"debootstrap bookworm {PACKAGES}\n")
+        (tmp / ".climbd-complete").write_text(f"debootstrap {suite} {packages}\n")
         tmp.rename(base)
         return base
 
@@ -85,8 +121,11 @@ def _host_python_with_pip(version: str) -> str | None:
     venv_bin = str(Path(sys.prefix) / "bin")
     path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
                            if p != venv_bin)
-    for name in (f"python{version}", "python3"):
-        exe = shutil.which(name, path=path)
+    candidates = [shutil.which(name, path=path) for name in (f"python{version}", "python3")]
+    # pyenv's own interpreters (its shims run only the globally selected versions)
+    candidates += sorted(str(p) for p in Path.home().glob(
+        f".pyenv/versions/{version}*/bin/python{version}"))
+    for exe in candidates:
         if exe is None:
             continue
         r = _run([exe, "-c", "import sys, pip; print('%d.%d' % sys.version_info[:2])"], 60)
@@ -95,12 +134,14 @@ def _host_python_with_pip(version: str) -> str | None:
     return None
 
 
-def _wheelhouse(python_version: str) -> Path:
-    """The cached offline wheelhouse for this machine's architecture (built on first use)."""
+def _wheelhouse(python_version: str, machine: str | None = None) -> Path:
+    """The cached offline wheelhouse for ``machine`` (x86_64, aarch64; default this
+    machine's), built on first use."""
+    machine = machine or os.uname().machine
     h = hashlib.sha256()
-    for f in ("uv.lock", "pyproject.toml", "image/build-wheelhouse.sh"):
+    for f in ("uv.lock", "pyproject.toml", "image/build-wheelhouse.sh", "climbd/pose/bundle.py"):
         h.update((REPO / f).read_bytes())
-    out = CACHE / f"wheelhouse-{os.uname().machine}-py{python_version}-{h.hexdigest()[:12]}"
+    out = CACHE / f"wheelhouse-{machine}-py{python_version}-{h.hexdigest()[:12]}"
     with _Lock(out.name):
         if (out / "WHEELHOUSE.txt").exists():
             return out
@@ -114,7 +155,7 @@ def _wheelhouse(python_version: str) -> Path:
         tmp = out.with_name(out.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         r = _run(["bash", str(REPO / "image" / "build-wheelhouse.sh"), "--arch",
-                  os.uname().machine, "--python-version", python_version, str(tmp)], 1200,
+                  machine, "--python-version", python_version, str(tmp)], 1200,
                  env=env)
         if r.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -124,13 +165,13 @@ def _wheelhouse(python_version: str) -> Path:
 
 
 @contextlib.contextmanager
-def _overlay_root(work: Path) -> Iterator[Path]:
+def _overlay_root(work: Path, suite: str = "bookworm", arch: str | None = None) -> Iterator[Path]:
     """A copy-on-write copy of the cached base root (overlayfs; a plain copy without it)."""
     if os.geteuid() != 0:
         pytest.skip("needs root (debootstrap, chroot, mount)")
     if shutil.which("chroot") is None:
         pytest.skip("chroot is missing")
-    base = _base_root()
+    base = _base_root(suite, arch)
     merged, upper, wd = work / "merged", work / "upper", work / "work"
     for d in (merged, upper, wd):
         d.mkdir(parents=True)
@@ -144,7 +185,7 @@ def _overlay_root(work: Path) -> Iterator[Path]:
         yield merged
     finally:
         # install.sh unmounts what it mounted; make sure nothing is left below the root.
-        for m in ("proc", "dev"):
+        for m in ("proc", "sys", "dev"):
             _run(["umount", "-l", str(merged / m)], 30)
         if mounted:
             _run(["umount", "-l", str(merged)], 60)
@@ -182,17 +223,23 @@ def installed(root: Path, artefacts: list[str]) -> Path:
 
 
 def _chroot(root: Path, *cmd: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    # /proc is needed by Python in the root; install.sh unmounted its own.
-    proc = root / "proc"
-    mounted = not (proc / "self").exists() and _run(
-        ["mount", "-t", "proc", "proc", str(proc)], 30).returncode == 0
+    # /proc is needed by Python in the root (install.sh unmounted its own), /sys by
+    # mediapipe 1.x (tcmalloc counts CPUs from /sys/devices/system/cpu), as on a booted system.
+    proc, sys_ = root / "proc", root / "sys"
+    mounted = []
+    if not (proc / "self").exists() and _run(
+            ["mount", "-t", "proc", "proc", str(proc)], 30).returncode == 0:
+        mounted.append(proc)
+    if sys_.is_dir() and not (sys_ / "devices").exists() and _run(
+            ["mount", "-t", "sysfs", "-o", "ro", "sysfs", str(sys_)], 30).returncode == 0:
+        mounted.append(sys_)
     try:
         return _run(["chroot", str(root), *cmd], timeout,
                     env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "GLOG_minloglevel": "2",
                          "HOME": "/root"})
     finally:
-        if mounted:
-            _run(["umount", str(proc)], 30)
+        for m in reversed(mounted):
+            _run(["umount", str(m)], 30)
 
 
 def test_unit_installed_and_enabled(installed: Path) -> None:

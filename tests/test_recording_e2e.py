@@ -20,7 +20,7 @@ import pytest
 from climbd.storage import decode_chunk, probe
 from tests.conftest import STEEPWALL, wait_until
 
-pytestmark = pytest.mark.media
+pytestmark = [pytest.mark.media, pytest.mark.timing]  # wall-clock rates and delays
 
 FPS = 25.0  # climb_steepwall_static.mp4 is 25 fps CFR
 

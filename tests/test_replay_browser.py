@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import http
 from tests.replay_support import NAMES, Env, chromium, decode_frames, start_daemon, wait_js
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timing]  # wall-clock rates and delays
 
 SKELETON_RGB = [(0x00, 0xE5, 0xFF), (0xFF, 0x9F, 0x0A), (0xFF, 0xFF, 0xFF)]
 

@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from climbd.config import RetentionConfig
 from climbd.retention import MiB, Retention
 from climbd.storage import Database
 from climbd.storage.exports import ExportStore
+from climbd.visibility import SYSTEM, viewing
 from tests.conftest import SHORT, STEEPWALL
 from tests.export_support import (
     add_video_session,
@@ -29,6 +30,15 @@ from tests.export_support import (
     tmpfs,
     wait_frames,
 )
+
+
+@pytest.fixture(autouse=True)
+def _as_system() -> Iterator[None]:
+    """These tests use the catalog directly, as the appliance does: outside a request
+    nothing is visible (climbd.visibility fails closed) unless the system viewer is set."""
+    with viewing(SYSTEM):
+        yield
+
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +60,7 @@ def _fill(path: Path, free_target: int) -> None:
 async def _consistent(db: Database, state: Path) -> None:
     """The catalog is sound and agrees with the files on disk."""
     assert await db.integrity_check() == "ok"
-    async with db._read("test: fk check") as conn, \
+    async with db.read("test: fk check") as conn, \
             conn.execute("PRAGMA foreign_key_check") as cur:
         assert await cur.fetchall() == []
     sessions, _ = await db.list_sessions(limit=1000)

@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import REPO, SHORT, DaemonProcess
 from tests.securitykit import Agent
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timing]  # wall-clock rates and delays
 
 CONFIG = """
 [pose]

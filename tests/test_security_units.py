@@ -22,7 +22,7 @@ from climbd.security.hosts import (
     split_host,
 )
 from climbd.security.ratelimit import KeyedLimiter, TokenBucket, client_key
-from climbd.security.scope import Viewer, check_visible, session_filter_sql, viewing
+from climbd.security.scope import SYSTEM, Viewer, check_visible, session_filter_sql, viewing
 from climbd.security.store import Device
 
 pytestmark = pytest.mark.unit
@@ -192,7 +192,13 @@ class _Rec:
 
 def test_visibility_rules() -> None:
     pub, mine, theirs, orphan = _Rec(False, None), _Rec(True, 1), _Rec(True, 2), _Rec(True, None)
-    assert check_visible(theirs) is theirs  # no request: the system sees everything
+    # fail closed: with no viewer (outside a request) nothing is visible ...
+    for rec in (pub, theirs):
+        with pytest.raises(SessionNotFound):
+            check_visible(rec)
+    assert session_filter_sql() == ("0", ())
+    with viewing(SYSTEM):  # ... unless the code says it acts for the appliance
+        assert check_visible(theirs) is theirs and session_filter_sql() == ("1", ())
     with viewing(Viewer(device_id=1)):
         assert check_visible(pub) and check_visible(mine)
         for hidden in (theirs, orphan):

@@ -507,6 +507,7 @@ def _need_media() -> None:
 
 
 @pytest.mark.media
+@pytest.mark.timing
 def test_daemon_notifies_ready_status_watchdog_and_stopping(
     tmp_path: Path, notify_socket: NotifySocket
 ) -> None:
@@ -562,6 +563,7 @@ def _write_y4m(fifo: Path, seconds_of_video: float, done: threading.Event,
 
 
 @pytest.mark.media
+@pytest.mark.timing
 def test_watchdog_stops_when_capture_stalls(tmp_path: Path, notify_socket: NotifySocket
                                             ) -> None:
     """A source that stops delivering (the pipe stays open, nothing comes) makes the daemon
@@ -595,6 +597,7 @@ def test_watchdog_stops_when_capture_stalls(tmp_path: Path, notify_socket: Notif
 
 
 @pytest.mark.media
+@pytest.mark.timing
 def test_daemon_runs_with_memory_deny_write_execute(
     tmp_path: Path, notify_socket: NotifySocket
 ) -> None:

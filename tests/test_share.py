@@ -13,12 +13,13 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 import pytest
 
-from climbd import share
+from climbd import lan, share
 from tests.conftest import async_wait_until
 from tests.export_support import Client, copy_template, start_daemon
 
@@ -54,9 +55,14 @@ async def _done_export(c: Client, kind: str, **body: Any) -> dict[str, Any]:
 
 
 async def _share(c: Client, export_id: int, **body: Any) -> dict[str, Any]:
+    """A new share; ``url``/``qr_svg_url`` name the LAN address (as the phone gets them),
+    ``local``/``local_qr`` the same paths on the test's loopback base (the tests never send
+    to the machine's real interface)."""
     status, s = await c.req("POST", f"/api/exports/{export_id}/share", json=body)
     assert status == 201, s
-    return dict(s)
+    assert not lan.is_loopback_host(urlsplit(s["url"]).hostname or ""), s["url"]
+    return {**s, "local": c.base + urlsplit(s["url"]).path,
+            "local_qr": c.base + urlsplit(s["qr_svg_url"]).path}
 
 
 async def test_share_link_plays_in_a_fresh_browser(tmp_path: Path, media: Path,
@@ -65,13 +71,16 @@ async def test_share_link_plays_in_a_fresh_browser(tmp_path: Path, media: Path,
     async with start_daemon(state) as (c, daemon):
         e = await _done_export(c, "overlay")
         s = await _share(c, e["id"])
-        assert s["url"].startswith(c.base + "/s/") and s["qr_svg_url"] == s["url"] + "/qr.svg"
+        assert urlsplit(s["url"]).hostname == lan.lan_host()
+        assert urlsplit(s["url"]).port == urlsplit(c.base).port
+        assert urlsplit(s["url"]).path.startswith("/s/")
+        assert s["qr_svg_url"] == s["url"] + "/qr.svg"
         assert s["expires_at"] == pytest.approx(time.time() + 86400, abs=60)
         token = s["url"].rsplit("/", 1)[1]
 
         context = await browser.new_context()  # no cookies, no storage: a stranger's phone
         page = await context.new_page()
-        response = await page.goto(s["url"])
+        response = await page.goto(s["local"])
         assert response is not None and response.status == 200
         assert response.headers["referrer-policy"] == "no-referrer"
         await page.wait_for_function(
@@ -97,7 +106,7 @@ async def test_share_link_plays_in_a_fresh_browser(tmp_path: Path, media: Path,
         # the QR code decodes to the link
         context = await browser.new_context()
         page = await context.new_page()
-        response = await page.goto(s["qr_svg_url"])
+        response = await page.goto(s["local_qr"])
         assert response is not None and response.status == 200
         assert response.headers["content-type"].startswith("image/svg+xml")
         png = await page.screenshot()
@@ -135,17 +144,17 @@ async def test_expired_and_revoked_links_stop_working(tmp_path: Path, media: Pat
         e = await _done_export(c, "video", start_s=0, end_s=1)
         short = await _share(c, e["id"], ttl_s=1.5)
         revoked = await _share(c, e["id"])
-        assert (await c.req("GET", short["url"] + "/file", raw=True))[0] == 200
+        assert (await c.req("GET", short["local"] + "/file", raw=True))[0] == 200
         status, body = await c.req("DELETE", f"/api/shares/{revoked['id']}")
         assert status == 200 and body["state"] == "revoked"
         # the 1.5 s link expires (the revoked one is refused at once)
         await async_wait_until(
-            lambda: _status(c, short["url"] + "/file", 410), 10, 0.1, "the link never expired")
+            lambda: _status(c, short["local"] + "/file", 410), 10, 0.1, "the link never expired")
         context = await browser.new_context()
         page = await context.new_page()
-        for link, code, word in ((short["url"], 410, "expired"),
-                                 (revoked["url"], 410, "revoked"),
-                                 (short["url"][:-4] + "AAAA", 404, "not valid")):
+        for link, code, word in ((short["local"], 410, "expired"),
+                                 (revoked["local"], 410, "revoked"),
+                                 (short["local"][:-4] + "AAAA", 404, "not valid")):
             response = await page.goto(link)
             assert response is not None and response.status == code, link
             assert word in (await page.inner_text("#message")).lower()
@@ -158,7 +167,7 @@ async def test_expired_and_revoked_links_stop_working(tmp_path: Path, media: Pat
         # deleting the export kills its links too
         fresh = await _share(c, e["id"])
         assert (await c.req("DELETE", f"/api/exports/{e['id']}"))[0] == 200
-        assert (await c.req("GET", fresh["url"], raw=True))[0] == 404
+        assert (await c.req("GET", fresh["local"], raw=True))[0] == 404
 
 
 @pytest.mark.integration
@@ -168,7 +177,7 @@ async def test_a_token_opens_its_own_clip_and_nothing_else(tmp_path: Path,
     async with start_daemon(state) as (c, daemon):
         mine = await _done_export(c, "video", start_s=0, end_s=1)
         other = await _done_export(c, "csv")
-        link = (await _share(c, mine["id"]))["url"]
+        link = (await _share(c, mine["id"]))["local"]
         token = link.rsplit("/", 1)[1]
         mine_bytes = (await c.req("GET", mine["file_url"], raw=True))[1]
         other_bytes = (await c.req("GET", other["file_url"], raw=True))[1]

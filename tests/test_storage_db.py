@@ -8,7 +8,7 @@ import errno
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,17 @@ import pytest
 from climbd.errors import DiskFullError, SessionNotFound, StorageError
 from climbd.storage import Database, PoseSeries, SessionRecord, decode_chunk
 from climbd.storage.database import MIGRATIONS
+from climbd.visibility import SYSTEM, viewing
 from tests.test_storage_posecodec import make_series
+
+
+@pytest.fixture(autouse=True)
+def _as_system() -> Iterator[None]:
+    """These tests use the catalog directly, as the appliance does: outside a request
+    nothing is visible (climbd.visibility fails closed) unless the system viewer is set."""
+    with viewing(SYSTEM):
+        yield
+
 
 pytestmark = pytest.mark.integration
 
@@ -61,10 +71,11 @@ async def test_open_sets_wal_foreign_keys_and_schema_version(db: Database) -> No
         assert {"sessions", "pose_chunks"} <= tables
     assert await db.integrity_check() == "ok"
     # PRAGMAs are per connection: check the ones of the daemon's own connection
-    async with db._conn.execute("PRAGMA foreign_keys") as cur:
-        assert (await cur.fetchone())[0] == 1
-    async with db._conn.execute("PRAGMA synchronous") as cur:
-        assert (await cur.fetchone())[0] == 1  # NORMAL
+    async with db.read("test: pragmas") as conn:
+        async with conn.execute("PRAGMA foreign_keys") as cur:
+            assert (await cur.fetchone())[0] == 1
+        async with conn.execute("PRAGMA synchronous") as cur:
+            assert (await cur.fetchone())[0] == 1  # NORMAL
 
 
 async def test_reopen_keeps_data_and_does_not_migrate_again(tmp_path: Path) -> None:

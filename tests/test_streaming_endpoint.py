@@ -21,7 +21,7 @@ from climbd.streaming import OfferError, UnknownViewer, ViewerLimitReached, Whep
 from climbd.streaming.viewer import Viewer
 from climbd.video import EncodedPacket, VideoEncoder
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timing]  # wall-clock rates and delays
 
 FPS = 25.0
 

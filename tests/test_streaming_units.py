@@ -30,7 +30,7 @@ from climbd.streaming.landmarks import (
 from climbd.streaming.offer import parse_offer
 from climbd.video import EncodedPacket, VideoStreamInfo
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.timing]  # wall-clock rates and delays
 
 # -- message format ------------------------------------------------------------------------
 

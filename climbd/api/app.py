@@ -7,7 +7,6 @@ Handlers live in one module per resource (:mod:`.recordings`, :mod:`.sessions`,
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,14 +17,15 @@ from pydantic import ValidationError
 
 from climbd import errors
 from climbd.api import keys
+from climbd.api.openapi import MAX_JSON_BODY, read_json
 from climbd.api.status import status_for
 from climbd.services import Services
 
-__all__ = ["create_app", "error_response", "webui_dir"]
+__all__ = ["create_app", "error_response", "read_json", "webui_dir"]
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 1024 * 1024  # bytes; API bodies are small JSON or SDP
+MAX_BODY = MAX_JSON_BODY  # bytes; API bodies are small JSON or SDP
 
 
 def error_response(status: int, error: str, message: str, details: Any = None
@@ -61,24 +61,6 @@ async def error_middleware(
         return error_response(500, "internal_error", "internal error (see the daemon log)")
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body ({} when empty).
-
-    Raises:
-        web.HTTPBadRequest: not JSON, or not an object.
-    """
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise web.HTTPBadRequest(text=f"body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise web.HTTPBadRequest(text="body must be a JSON object")
-    return data
-
-
 def webui_dir() -> Path:
     """Where the web UI's static files are: inside the installed package, else the repo."""
     here = Path(__file__).resolve().parent.parent
@@ -106,9 +88,11 @@ def create_app(services: Services) -> web.Application:
     from climbd.api import (
         attempts,
         auth,
+        delayed,
         exports,
         ghost,
         live,
+        operator,
         recordings,
         replay,
         sessions,
@@ -128,14 +112,17 @@ def create_app(services: Services) -> web.Application:
     _put(app, keys.GHOST, services.ghost)
     _put(app, keys.MEDIA, services.media)
     _put(app, keys.AUTH_STORE, services.auth)
+    _put(app, keys.SYSTEM, services.system)
     _put(app, keys.ATTEMPTS, services.attempts)
     auth.add_routes(app)  # the security layer (climbd.security) and the /api/auth routes
     system.add_routes(app)
+    operator.add_routes(app)
     recordings.add_routes(app)
     sessions.add_routes(app)
     attempts.add_routes(app)
     exports.add_routes(app)
     shares.add_routes(app)
+    delayed.add_routes(app)  # /api/whep/delayed before /api/whep/{id}
     whep.add_routes(app)
     live.add_routes(app)
     replay.add_routes(app)

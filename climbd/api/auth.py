@@ -33,7 +33,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from climbd.api.app import error_response, read_json
+from climbd.api.app import error_response
 from climbd.api.ids import session_id as _session_id
 from climbd.api.keys import DB
 from climbd.api.openapi import operation
@@ -207,13 +207,6 @@ async def _store(request: web.Request) -> AuthStore:
     return store
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    if (request.content_length or 0) > MAX_AUTH_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_AUTH_BODY,
-                                            actual_size=request.content_length or 0)
-    return await read_json(request)
-
-
 def _code_budget(typed: str) -> AttemptKind:
     """Which attempt budget a typed code is guessed under: 12-digit codes (``climbd pair``)
     have their own (see :class:`climbd.api.security.SecurityState`)."""
@@ -273,15 +266,14 @@ async def me(request: web.Request) -> web.Response:
 
 # -- pairing -------------------------------------------------------------------------------
 @operation("Pair this device with a code (sets the device cookie)", tags=("auth",),
-           request=PairRequest,
+           request=PairRequest, max_body=MAX_AUTH_BODY,
            responses={201: ("Paired", MeOut), 403: ("Wrong or expired code", ErrorBody),
                       422: ("Invalid body", ErrorBody), 429: _429},
            access="anonymous")
-async def pair(request: web.Request) -> web.Response:
+async def pair(request: web.Request, body: PairRequest) -> web.Response:
     """``POST /api/auth/pair``."""
     state = _state(request)
     store = await _store(request)
-    body = PairRequest.model_validate(await _body(request))
     budget = _code_budget(body.code)
     wait = state.attempt(request, budget)
     if wait:
@@ -333,16 +325,15 @@ async def unpair(request: web.Request) -> web.Response:
 # -- admin ---------------------------------------------------------------------------------
 @operation("Set the admin password with an admin code (first run: from the journal; a reset: "
            "from `climbd pair --admin`)", tags=("auth",),
-           request=AdminSetupRequest,
+           request=AdminSetupRequest, max_body=MAX_AUTH_BODY,
            responses={201: ("Password set; logged in as admin", MeOut),
                       403: ("No code or a wrong code", ErrorBody),
                       422: ("Password too short or too long", ErrorBody), 429: _429},
            access="anonymous")
-async def admin_setup(request: web.Request) -> web.Response:
+async def admin_setup(request: web.Request, body: AdminSetupRequest) -> web.Response:
     """``POST /api/auth/admin/setup``."""
     state = _state(request)
     store = await _store(request)
-    body = AdminSetupRequest.model_validate(await _body(request))
     try:
         crypto.check_password_rules(body.password)
     except ValueError as exc:
@@ -383,15 +374,14 @@ async def _me_response(request: web.Request, store: AuthStore, status: int) -> w
 
 
 @operation("Log in as the admin (sets the admin session cookie)", tags=("auth",),
-           request=LoginRequest,
+           request=LoginRequest, max_body=MAX_AUTH_BODY,
            responses={200: ("Logged in", MeOut), 403: ("Wrong password", ErrorBody),
                       409: ("No admin password set yet", ErrorBody), 429: _429},
            access="anonymous")
-async def admin_login(request: web.Request) -> web.Response:
+async def admin_login(request: web.Request, body: LoginRequest) -> web.Response:
     """``POST /api/auth/admin/login``."""
     state = _state(request)
     store = await _store(request)
-    body = LoginRequest.model_validate(await _body(request))
     stored = store.admin_password_hash
     if stored is None:
         return error_response(409, "no_admin", "no admin password yet: set one first")
@@ -410,16 +400,15 @@ async def admin_login(request: web.Request) -> web.Response:
 
 
 @operation("Change the admin password (every admin session ends)", tags=("auth",),
-           request=PasswordChange,
+           request=PasswordChange, max_body=MAX_AUTH_BODY,
            responses={200: ("Changed; this client stays logged in", MeOut),
                       403: ("Wrong current password", ErrorBody),
                       422: ("New password too short or too long", ErrorBody), 429: _429},
            access="admin")
-async def change_password(request: web.Request) -> web.Response:
+async def change_password(request: web.Request, body: PasswordChange) -> web.Response:
     """``PUT /api/auth/admin/password``."""
     state = _state(request)
     store = await _store(request)
-    body = PasswordChange.model_validate(await _body(request))
     try:
         crypto.check_password_rules(body.new)
     except ValueError as exc:
@@ -461,12 +450,12 @@ async def list_devices(request: web.Request) -> web.Response:
 
 
 @operation("Rename a paired device", tags=("auth",), request=DevicePatch,
+           max_body=MAX_AUTH_BODY,
            responses={200: ("The device", DeviceOut), 404: _ERR, 422: _ERR}, access="admin")
-async def rename_device(request: web.Request) -> web.Response:
+async def rename_device(request: web.Request, body: DevicePatch) -> web.Response:
     """``PATCH /api/auth/devices/{id}``."""
     store = await _store(request)
     device_id = _int_id(request)
-    body = DevicePatch.model_validate(await _body(request))
     device = await store.rename_device(device_id, body.name)
     if device is None:
         raise web.HTTPNotFound(text=f"no device with id {device_id}")
@@ -498,12 +487,12 @@ async def list_tokens(request: web.Request) -> web.Response:
 
 
 @operation("Make an API token for HTTP triggers (the secret is shown once)", tags=("auth",),
-           request=TokenRequest, responses={201: ("The token", TokenCreated), 422: _ERR},
+           request=TokenRequest, max_body=MAX_AUTH_BODY,
+           responses={201: ("The token", TokenCreated), 422: _ERR},
            access="admin")
-async def create_token(request: web.Request) -> web.Response:
+async def create_token(request: web.Request, body: TokenRequest) -> web.Response:
     """``POST /api/auth/tokens``."""
     store = await _store(request)
-    body = TokenRequest.model_validate(await _body(request))
     token, secret = await store.create_token(body.name, body.scope)
     log.warning("API token %d %r (scope %s) created", token.id, token.name, token.scope)
     return web.json_response({**token.to_dict(), "token": secret}, status=201)
@@ -535,13 +524,13 @@ async def get_privacy(request: web.Request) -> web.Response:
 
 @operation("Make a session private to its owner device (or public again); an unowned "
            "session becomes the caller's", tags=("sessions",), request=PrivacyRequest,
+           max_body=MAX_AUTH_BODY,
            responses={200: ("Privacy", PrivacyOut), 403: ("Owned by another device", ErrorBody),
                       404: _ERR, 422: _ERR}, access="wall")
-async def set_privacy(request: web.Request) -> web.Response:
+async def set_privacy(request: web.Request, body: PrivacyRequest) -> web.Response:
     """``PUT /api/sessions/{id}/privacy``."""
     store = await _store(request)
     sid = _session_id(request)
-    body = PrivacyRequest.model_validate(await _body(request))
     rec = await request.app[DB].get_session(sid)  # 404 if not visible
     p = principal_of(request)
     if p.role == "admin":

@@ -21,7 +21,6 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from climbd.api.app import read_json
 from climbd.api.ids import path_id
 from climbd.api.keys import DB, EXPORTS
 from climbd.api.openapi import operation
@@ -125,10 +124,9 @@ _ERR = ErrorBody
                       409: ("Session recording, or no video for a video export", _ERR),
                       422: ("Bad body, range or speed", _ERR), 429: ("Queue full", _ERR)},
            access="wall")
-async def create_export(request: web.Request) -> web.Response:
+async def create_export(request: web.Request, body: ExportRequest) -> web.Response:
     """``POST /api/sessions/{id}/exports``."""
     sid = path_id(request, "session")
-    body = ExportRequest.model_validate(await read_json(request))
     manager = manager_of(request)
     rec = await manager.submit(sid, body.kind, body.start_s, body.end_s, body.speed)
     return web.json_response(export_out(rec, manager), status=202,

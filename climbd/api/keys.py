@@ -23,9 +23,10 @@ if TYPE_CHECKING:
     from climbd.statedir import StateDir
     from climbd.storage import Database
     from climbd.streaming import WhepEndpoint
+    from climbd.sysinfo import SystemInfo
 
-__all__ = ["ATTEMPTS", "AUTH_STORE", "CONFIG", "DB", "EXPORTS", "GHOST", "HEALTH", "LIVE", "MEDIA",
-           "PATHS", "RECORDER"]
+__all__ = ["ATTEMPTS", "AUTH_STORE", "CONFIG", "DB", "EXPORTS", "GHOST", "HEALTH", "LIVE",
+           "MEDIA", "PATHS", "RECORDER", "SYSTEM"]
 
 #: The running configuration.
 CONFIG: web.AppKey[Config] = web.AppKey("climbd_config")
@@ -49,3 +50,5 @@ MEDIA: web.AppKey[MediaWorker] = web.AppKey("climbd_media")
 ATTEMPTS: web.AppKey[AttemptService] = web.AppKey("climbd_attempts")
 #: The credential store (optional: without it nobody is paired).
 AUTH_STORE: web.AppKey[AuthStore] = web.AppKey("climbd_auth_store")
+#: CPU meter and config provenance for the operator page (optional).
+SYSTEM: web.AppKey[SystemInfo] = web.AppKey("climbd_system")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from climbd.api.app import read_json
 from climbd.api.keys import RECORDER
 from climbd.api.openapi import operation
 from climbd.api.schemas import ErrorBody, SaveLastRequest, SessionOut, StartRequest
@@ -21,9 +20,8 @@ _ERR = ("Error", ErrorBody)
                       422: ("Invalid body", ErrorBody), 503: ("No video yet", ErrorBody),
                       507: ("Free space below retention.floor_mb", ErrorBody)},
            access="token")
-async def start(request: web.Request) -> web.Response:
+async def start(request: web.Request, body: StartRequest) -> web.Response:
     """``POST /api/recordings/start``."""
-    body = StartRequest.model_validate(await read_json(request))
     rec = await request.app[RECORDER].start(
         name=body.name, description=body.description, climber=body.climber,
         pre_roll_s=body.pre_roll_s)
@@ -42,12 +40,13 @@ async def stop(request: web.Request) -> web.Response:
 @operation("Save the last N seconds (pre-roll) as a completed session", tags=("recordings",),
            request=SaveLastRequest,
            responses={201: ("The saved session", SessionOut), 409: ("Recording", ErrorBody),
-                      422: ("Invalid body", ErrorBody), 503: ("No video yet", ErrorBody),
+                      422: ("Invalid body, or more seconds than recording.buffer_s",
+                            ErrorBody),
+                      503: ("No video yet", ErrorBody),
                       507: ("Free space below retention.floor_mb", ErrorBody)},
            access="token")
-async def save_last(request: web.Request) -> web.Response:
+async def save_last(request: web.Request, body: SaveLastRequest) -> web.Response:
     """``POST /api/recordings/save-last``."""
-    body = SaveLastRequest.model_validate(await read_json(request))
     rec = await request.app[RECORDER].save_last(
         body.seconds, name=body.name, description=body.description, climber=body.climber)
     return web.json_response(session_out(rec), status=201)

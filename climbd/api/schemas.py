@@ -28,13 +28,18 @@ class StartRequest(_In):
     description: str = Field("", max_length=5000)
     climber: str = Field("", max_length=200)
     pre_roll_s: float | None = Field(
-        None, ge=0, le=120, description="Seconds before now to start from (default: config)")
+        None, ge=0, allow_inf_nan=False,
+        description="Seconds before now to include (default: recording.pre_roll_s); clamped "
+        "to what the buffer holds; the new session's pre_roll_s says what was included")
 
 
 class SaveLastRequest(_In):
     """``POST /api/recordings/save-last``: save the last N seconds as a session."""
 
-    seconds: float | None = Field(None, gt=0, le=120, description="Default: the pre-roll")
+    seconds: float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="Default: recording.pre_roll_s. More than recording.buffer_s: 422; the "
+        "saved session's duration_s is what the buffer held")
     name: str | None = Field(None, max_length=200)
     description: str = Field("", max_length=5000)
     climber: str = Field("", max_length=200)

@@ -71,8 +71,8 @@ from climbd.security.hosts import (
     split_host,
 )
 from climbd.security.ratelimit import KeyedLimiter, TokenBucket, client_key
-from climbd.security.scope import viewing
 from climbd.security.store import AuthStore
+from climbd.visibility import viewing
 
 AttemptKind = Literal["pairing", "login", "cli-code"]
 

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from climbd.api.app import read_json
 from climbd.api.ids import session_id as _session_id
 from climbd.api.keys import DB, PATHS, RECORDER
 from climbd.api.openapi import operation
@@ -89,10 +88,9 @@ async def get_session(request: web.Request) -> web.Response:
            request=SessionPatch,
            responses={200: ("The session", SessionOut), 404: _404, 422: ("Invalid", ErrorBody)},
            access="wall")
-async def patch_session(request: web.Request) -> web.Response:
+async def patch_session(request: web.Request, body: SessionPatch) -> web.Response:
     """``PATCH /api/sessions/{id}``."""
     sid = _session_id(request)
-    body = SessionPatch.model_validate(await read_json(request))
     rec = await request.app[DB].update_session(
         sid, name=body.name, description=body.description, climber=body.climber,
         pinned=body.pinned)

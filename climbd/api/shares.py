@@ -30,7 +30,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from climbd import share
-from climbd.api.app import read_json, webui_dir
+from climbd.api.app import webui_dir
 from climbd.api.exports import file_response, manager_of
 from climbd.api.ids import path_id
 from climbd.api.keys import CONFIG
@@ -103,10 +103,9 @@ _ERR = ErrorBody
            tags=("shares",), request=ShareRequest,
            responses={201: ("The link (shown once)", ShareOut), 404: ("No such export", _ERR),
                       409: ("Export not finished", _ERR), 422: ("Bad body", _ERR)}, access="wall")
-async def create_share(request: web.Request) -> web.Response:
+async def create_share(request: web.Request, body: ShareRequest) -> web.Response:
     """``POST /api/exports/{id}/share``."""
     export_id = path_id(request, "export")
-    body = ShareRequest.model_validate(await read_json(request))
     manager = manager_of(request)
     rec = await manager.store.get(export_id)
     if rec.status != "done" or manager.file_path(rec) is None:

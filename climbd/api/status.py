@@ -18,6 +18,7 @@ STATUS: dict[type[Exception], int] = {
     errors.AlreadyRecording: 409,
     errors.NotRecording: 409,
     errors.NoMediaYet: 503,
+    errors.BeyondBuffer: 422,
     errors.DiskFullError: 507,
     errors.InsufficientStorage: 507,
     errors.ConfigError: 400,
@@ -32,6 +33,7 @@ STATUS: dict[type[Exception], int] = {
     errors.ViewerLimitReached: 503,
     errors.OfferError: 422,      # well-formed but unsatisfiable; malformed SDP: 400 (below)
     errors.CandidateError: 400,  # malformed fragment; an ICE restart: 422 (below)
+    errors.DelayOutOfRange: 422,
     errors.LiveViewError: 400,
 }
 

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from climbd import __version__
 from climbd.api.keys import HEALTH
-from climbd.api.openapi import build_document, operation
+from climbd.api.openapi import OPENAPI, DocumentCache, operation
 
 __all__ = ["add_routes"]
 
@@ -22,10 +22,11 @@ async def health(request: web.Request) -> web.Response:
            access="anonymous")
 async def openapi(request: web.Request) -> web.Response:
     """``GET /api/openapi.json``."""
-    return web.json_response(build_document(request.app, "climbd", __version__))
+    return web.json_response(request.app[OPENAPI].get(request.app, "climbd", __version__))
 
 
 def add_routes(app: web.Application) -> None:
     """Register the system routes."""
+    app[OPENAPI] = DocumentCache()
     app.router.add_get("/api/health", health)
     app.router.add_get("/api/openapi.json", openapi)

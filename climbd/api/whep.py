@@ -33,10 +33,17 @@ from pydantic import BaseModel
 from climbd.api.keys import LIVE
 from climbd.api.openapi import operation
 from climbd.api.status import status_for
-from climbd.errors import CandidateError, OfferError, UnknownViewer, ViewerLimitReached
+from climbd.errors import (
+    CandidateError,
+    DelayOutOfRange,
+    OfferError,
+    UnknownViewer,
+    ViewerLimitReached,
+)
 from climbd.streaming import WhepEndpoint
 
-__all__ = ["Problem", "add_routes", "endpoint_of", "problem"]
+__all__ = ["Problem", "add_routes", "answer_offer", "cors", "endpoint_of", "preflight",
+           "problem"]
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +72,13 @@ def problem(status: int, code: str, detail: str, headers: dict[str, str] | None 
     body = Problem(title=title, status=status, detail=detail, error=code, message=detail)
     resp = web.json_response(body.model_dump(), status=status, headers=headers or {},
                              content_type="application/problem+json")
-    return _cors(resp)
+    return cors(resp)
 
 
 _R = TypeVar("_R", bound=web.StreamResponse)
 
 
-def _cors(resp: _R) -> _R:
+def cors(resp: _R) -> _R:
     resp.headers["Access-Control-Allow-Origin"] = "*"
     resp.headers["Access-Control-Expose-Headers"] = _EXPOSE
     return resp
@@ -104,6 +111,13 @@ def _media_type(request: web.Request) -> str:
     }, access="wall")
 async def post_offer(request: web.Request) -> web.StreamResponse:
     """``POST /api/whep``."""
+    return await answer_offer(request)
+
+
+async def answer_offer(request: web.Request, delayed: bool = False,
+                       delay_s: float | None = None) -> web.StreamResponse:
+    """Answer the SDP offer in ``request`` (a live viewer, or a delayed one when
+    ``delayed``; see :meth:`climbd.streaming.WhepEndpoint.create`) as WHEP §4.2 says."""
     if _media_type(request) != SDP:
         return problem(415, "unsupported-media-type",
                        f"the offer must be sent as {SDP} (WHEP §4.2)", {"Accept-Post": SDP})
@@ -114,7 +128,9 @@ async def post_offer(request: web.Request) -> web.StreamResponse:
         return problem(400, "malformed-sdp", "the offer is not UTF-8 text")
     endpoint = endpoint_of(request)
     try:
-        session, answer = await endpoint.create(text)
+        session, answer = await endpoint.create(text, delay_s=delay_s, delayed=delayed)
+    except DelayOutOfRange as exc:
+        return problem(status_for(exc), exc.code, str(exc))
     except ViewerLimitReached as exc:
         return problem(status_for(exc), exc.code, str(exc),
                        {"Retry-After": str(RETRY_AFTER_S)})
@@ -128,24 +144,24 @@ async def post_offer(request: web.Request) -> web.StreamResponse:
     resp = web.Response(status=201, text=answer, content_type=SDP, headers=headers)
     for url in endpoint.config.ice_servers:
         resp.headers.add("Link", f'<{url}>; rel="ice-server"')
-    return _cors(resp)
+    return cors(resp)
 
 
 @operation("CORS preflight / capabilities of the WHEP endpoint", tags=("live",),
            responses={200: ("Allow, Accept-Post and CORS headers", None)}, access="anonymous")
 async def options_endpoint(request: web.Request) -> web.StreamResponse:
     """``OPTIONS /api/whep``."""
-    return _preflight("OPTIONS, GET, POST", {"Accept-Post": SDP})
+    return preflight("OPTIONS, GET, POST", {"Accept-Post": SDP})
 
 
 @operation("The WHEP endpoint has no representation", tags=("live",),
            responses={204: ("No content (WHEP §4.1)", None)}, access="anonymous")
 async def get_endpoint(request: web.Request) -> web.StreamResponse:
     """``GET /api/whep``."""
-    return _cors(web.Response(status=204))
+    return cors(web.Response(status=204))
 
 
-def _preflight(methods: str, extra: dict[str, str]) -> web.StreamResponse:
+def preflight(methods: str, extra: dict[str, str]) -> web.StreamResponse:
     resp = web.Response(status=200, headers={
         "Allow": methods,
         "Access-Control-Allow-Methods": methods,
@@ -153,7 +169,7 @@ def _preflight(methods: str, extra: dict[str, str]) -> web.StreamResponse:
         "Access-Control-Max-Age": "600",
         **extra,
     })
-    return _cors(resp)
+    return cors(resp)
 
 
 @operation("End a live viewer session (WHEP)", tags=("live",),
@@ -165,7 +181,7 @@ async def delete_session(request: web.Request) -> web.StreamResponse:
         await endpoint_of(request).delete(request.match_info["id"])
     except UnknownViewer as exc:
         return problem(status_for(exc), exc.code, str(exc))
-    return _cors(web.Response(status=200))
+    return cors(web.Response(status=200))
 
 
 @operation("Trickle ICE candidates into a live viewer session (RFC 8840 fragment)",
@@ -200,14 +216,14 @@ async def patch_session(request: web.Request) -> web.StreamResponse:
         return problem(400, "bad-candidate", "the fragment is not UTF-8 text")
     except CandidateError as exc:
         return problem(status_for(exc), exc.code, str(exc))  # 422 ICE restart, else 400
-    return _cors(web.Response(status=204))
+    return cors(web.Response(status=204))
 
 
 @operation("CORS preflight / capabilities of a WHEP session", tags=("live",),
            responses={200: ("Allow, Accept-Patch and CORS headers", None)}, access="anonymous")
 async def options_session(request: web.Request) -> web.StreamResponse:
     """``OPTIONS /api/whep/{id}``."""
-    return _preflight("OPTIONS, GET, PATCH, DELETE", {"Accept-Patch": SDPFRAG})
+    return preflight("OPTIONS, GET, PATCH, DELETE", {"Accept-Patch": SDPFRAG})
 
 
 @operation("A WHEP session has no representation", tags=("live",),
@@ -219,7 +235,7 @@ async def get_session(request: web.Request) -> web.StreamResponse:
         endpoint_of(request).get(request.match_info["id"])
     except UnknownViewer as exc:
         return problem(status_for(exc), exc.code, str(exc))
-    return _cors(web.Response(status=204))
+    return cors(web.Response(status=204))
 
 
 def add_routes(app: web.Application) -> None:

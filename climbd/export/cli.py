@@ -88,12 +88,14 @@ async def _export(args: argparse.Namespace, config: ExportConfig) -> int:
     from climbd.config import resolve_state_dir
     from climbd.errors import ExportError
     from climbd.export.jobs import ExportManager
+    from climbd.statedir import StateDir
     from climbd.storage import Database
 
     state_dir = resolve_state_dir(args.state_dir)
-    if not (state_dir / "climbd.db").is_file():
+    paths = StateDir(state_dir)
+    if not paths.db.is_file():
         raise ExportError(f"no climbd database in {state_dir} (use --state-dir)")
-    db = await Database.open(state_dir / "climbd.db")
+    db = await Database.open(paths.db)
     manager = ExportManager(db, state_dir, config)
     try:
         await manager.start()
@@ -131,4 +133,7 @@ def run_export(args: argparse.Namespace, config_path: str | None = None) -> int:
     from climbd.config import load_config
 
     config = load_config(config_path if config_path is not None else args.config)
-    return asyncio.run(_export(args, config.export))
+    from climbd.visibility import SYSTEM, viewing
+
+    with viewing(SYSTEM):  # the CLI acts for the appliance (climbd.visibility)
+        return asyncio.run(_export(args, config.export))

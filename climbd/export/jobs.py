@@ -54,6 +54,7 @@ from climbd.errors import (
     StorageError,
 )
 from climbd.export.common import ExportResult, Progress, ShouldStop, never
+from climbd.statedir import EXPORTS_DIR, StateDir
 from climbd.storage import Database, SessionRecord
 from climbd.storage.exports import EXPORT_KINDS, ExportNotFound, ExportRecord, ExportStore
 
@@ -70,7 +71,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Directory of export files inside the state directory: ``exports/<export id>/<file>``.
-EXPORTS_DIR = "exports"
 #: Slowest overlay speed accepted (0.1 = ten times slower than recorded).
 MIN_SPEED = 0.1
 _EXT = {"video": "mp4", "overlay": "mp4", "csv": "csv", "json": "json"}
@@ -192,6 +192,7 @@ class ExportManager:
         self.db = db
         self.store = ExportStore(db)
         self.state_dir = state_dir
+        self.paths = StateDir(state_dir)
         self.config = config or ExportConfig()
         self._python = python
         self._queue: deque[int] = deque()
@@ -240,7 +241,7 @@ class ExportManager:
 
     def export_dir(self, export_id: int) -> Path:
         """``<state_dir>/exports/<export_id>``."""
-        return self.state_dir / EXPORTS_DIR / str(export_id)
+        return self.paths.export_dir(export_id)
 
     # -- requests --------------------------------------------------------------------------
     async def validate(self, session_id: int, kind: str, start_s: float | None,
@@ -289,10 +290,7 @@ class ExportManager:
     def _video_file(self, session: SessionRecord) -> Path | None:
         if not session.video_path:
             return None
-        path = (self.state_dir / session.video_path).resolve()
-        if self.state_dir.resolve() not in path.parents or not path.is_file():
-            return None
-        return path
+        return self.paths.resolve_inside(session.video_path)
 
     async def submit(self, session_id: int, kind: str, start_s: float | None = None,
                      end_s: float | None = None, speed: float = 1.0) -> ExportRecord:
@@ -414,7 +412,7 @@ class ExportManager:
         if rec.status != "done" or not rec.path:
             return None
         path = (self.state_dir / rec.path).resolve()
-        root = (self.state_dir / EXPORTS_DIR).resolve()
+        root = self.paths.exports.resolve()
         if root not in path.parents or not path.is_file():
             return None
         return path

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from climbd.security import store
-from climbd.security.scope import Viewer
 from climbd.security.store import ApiToken, Device
+from climbd.visibility import Viewer
 
 __all__ = [
     "ACCESS_RANK",

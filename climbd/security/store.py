@@ -100,7 +100,7 @@ class AuthStore:
         async with self._load_lock:
             if self._loaded:
                 return
-            async with self.db._read("load access control") as conn:
+            async with self.db.read("load access control") as conn:
                 async with conn.execute(
                     "SELECT id, name, token_sha256, created_at, last_seen_at, user_agent "
                     "FROM devices") as cur:
@@ -148,7 +148,7 @@ class AuthStore:
         digest = crypto.token_hash(token)
         now = time.time()
         name = name.strip()[:NAME_MAX] or "Tablet"
-        async with self.db._transaction("pair device") as conn:
+        async with self.db.transaction("pair device") as conn:
             cur = await conn.execute(
                 "INSERT INTO devices (name, token_sha256, created_at, last_seen_at, user_agent)"
                 " VALUES (?, ?, ?, ?, ?)", (name, digest, now, now, user_agent[:200]))
@@ -161,7 +161,7 @@ class AuthStore:
         """Rename a device; None if there is no such device."""
         for digest, d in self._devices.items():
             if d.id == device_id:
-                async with self.db._transaction("rename device") as conn:
+                async with self.db.transaction("rename device") as conn:
                     await conn.execute("UPDATE devices SET name = ? WHERE id = ?",
                                        (name.strip()[:NAME_MAX], device_id))
                 self._devices[digest] = replace(d, name=name.strip()[:NAME_MAX])
@@ -173,7 +173,7 @@ class AuthStore:
         private sessions stay private, visible to the admin only."""
         for digest, d in list(self._devices.items()):
             if d.id == device_id:
-                async with self.db._transaction("remove device") as conn:
+                async with self.db.transaction("remove device") as conn:
                     await conn.execute("DELETE FROM devices WHERE id = ?", (device_id,))
                 del self._devices[digest]
                 return d
@@ -185,7 +185,7 @@ class AuthStore:
         if now - self._flushed.get(("device", device.id), 0.0) < SEEN_FLUSH_S:
             return
         self._flushed[("device", device.id)] = now
-        async with self.db._transaction("device seen") as conn:
+        async with self.db.transaction("device seen") as conn:
             await conn.execute("UPDATE devices SET last_seen_at = ? WHERE id = ?",
                                (now, device.id))
         for digest, d in self._devices.items():
@@ -215,7 +215,7 @@ class AuthStore:
         digest = crypto.token_hash(secret)
         now = time.time()
         name = name.strip()[:NAME_MAX] or "token"
-        async with self.db._transaction("create API token") as conn:
+        async with self.db.transaction("create API token") as conn:
             cur = await conn.execute(
                 "INSERT INTO api_tokens (name, token_sha256, created_at, scope) "
                 "VALUES (?, ?, ?, ?)", (name, digest, now, scope))
@@ -228,7 +228,7 @@ class AuthStore:
         """Revoke an API token; None if unknown."""
         for digest, t in list(self._tokens.items()):
             if t.id == token_id:
-                async with self.db._transaction("remove API token") as conn:
+                async with self.db.transaction("remove API token") as conn:
                     await conn.execute("DELETE FROM api_tokens WHERE id = ?", (token_id,))
                 del self._tokens[digest]
                 return t
@@ -240,7 +240,7 @@ class AuthStore:
         if now - self._flushed.get(("token", token.id), 0.0) < SEEN_FLUSH_S:
             return
         self._flushed[("token", token.id)] = now
-        async with self.db._transaction("token used") as conn:
+        async with self.db.transaction("token used") as conn:
             await conn.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?",
                                (now, token.id))
         for digest, t in self._tokens.items():
@@ -260,7 +260,7 @@ class AuthStore:
 
     async def set_admin_password_hash(self, digest: str) -> None:
         """Store a new admin password hash; every admin session ends."""
-        async with self.db._transaction("set admin password") as conn:
+        async with self.db.transaction("set admin password") as conn:
             await conn.execute(
                 "INSERT INTO auth_settings (key, value) VALUES (?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -274,7 +274,7 @@ class AuthStore:
         token = crypto.new_token()
         digest = crypto.token_hash(token)
         now = time.time()
-        async with self.db._transaction("admin login") as conn:
+        async with self.db.transaction("admin login") as conn:
             await conn.execute("DELETE FROM admin_sessions WHERE expires_at <= ?", (now,))
             await conn.execute(
                 "INSERT INTO admin_sessions (token_sha256, created_at, expires_at, "
@@ -304,7 +304,7 @@ class AuthStore:
             return
         digest = crypto.token_hash(cookie)
         if self._admin.pop(digest, None) is not None:
-            async with self.db._transaction("admin logout") as conn:
+            async with self.db.transaction("admin logout") as conn:
                 await conn.execute("DELETE FROM admin_sessions WHERE token_sha256 = ?",
                                    (digest,))
 
@@ -317,7 +317,7 @@ class AuthStore:
         code = crypto.new_pairing_code(digits)
         now = time.time()
         expires = now + ttl_s
-        async with self.db._transaction("create pairing code") as conn:
+        async with self.db.transaction("create pairing code") as conn:
             await conn.execute("DELETE FROM pairing_codes WHERE expires_at <= ?", (now,))
             await conn.execute(
                 "DELETE FROM pairing_codes WHERE kind = ? AND code_sha256 NOT IN ("
@@ -334,7 +334,7 @@ class AuthStore:
         code = crypto.normalize_code(typed)
         if code is None:
             return False
-        async with self.db._transaction("redeem pairing code") as conn:
+        async with self.db.transaction("redeem pairing code") as conn:
             cur = await conn.execute(
                 "DELETE FROM pairing_codes WHERE code_sha256 = ? AND kind = ? "
                 "AND expires_at > ?", (crypto.code_hash(kind, code), kind, time.time()))
@@ -342,7 +342,7 @@ class AuthStore:
 
     async def active_codes(self, kind: CodeKind) -> int:
         """How many codes of ``kind`` are valid now."""
-        async with self.db._read("count pairing codes") as conn, conn.execute(
+        async with self.db.read("count pairing codes") as conn, conn.execute(
                 "SELECT COUNT(*) FROM pairing_codes WHERE kind = ? AND expires_at > ?",
                 (kind, time.time())) as cur:
             row = await cur.fetchone()
@@ -352,7 +352,7 @@ class AuthStore:
     async def set_privacy(self, session_id: int, *, private: bool,
                           owner_device_id: int | None) -> None:
         """Set a session's ``private`` flag and owner (no visibility check here)."""
-        async with self.db._transaction("set session privacy") as conn:
+        async with self.db.transaction("set session privacy") as conn:
             await conn.execute(
                 "UPDATE sessions SET private = ?, owner_device_id = ?, updated_at = ? "
                 "WHERE id = ?", (int(private), owner_device_id, time.time(), session_id))
@@ -363,7 +363,7 @@ class AuthStore:
         sql = ("SELECT session_id FROM exports WHERE id = ?" if table == "exports" else
                "SELECT e.session_id FROM shares s JOIN exports e ON e.id = s.export_id "
                "WHERE s.id = ?")
-        async with self.db._read("resolve session") as conn, \
+        async with self.db.read("resolve session") as conn, \
                 conn.execute(sql, (row_id,)) as cur:
             row = await cur.fetchone()
         return None if row is None else int(row[0])

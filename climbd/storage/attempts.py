@@ -79,8 +79,8 @@ class AttemptStore:
             attempts: ``[{"start_s", "end_s", "end_reason"?, "metrics"?}]`` in time order.
             frames_with_pose: how many poses the analysis saw; version: detector version.
         """
-        async with self.db._transaction("store attempts") as conn:
-            await self.db._get(conn, session_id)
+        async with self.db.transaction("store attempts") as conn:
+            await self.db.session_row(conn, session_id)
             await conn.execute("DELETE FROM attempts WHERE session_id = ?", (session_id,))
             await conn.executemany(
                 "INSERT INTO attempts (session_id, idx, start_s, end_s, end_reason, metrics) "
@@ -97,7 +97,7 @@ class AttemptStore:
     async def analysis(self, session_id: int) -> dict[str, Any] | None:
         """``{"computed_at", "frames_with_pose", "version"}`` or None if never analysed."""
         await self.db.get_session(session_id)  # exists and is visible to the viewer
-        async with self.db._read("read attempt analysis") as conn, conn.execute(
+        async with self.db.read("read attempt analysis") as conn, conn.execute(
             "SELECT computed_at, frames_with_pose, version FROM attempt_analyses "
             "WHERE session_id = ?", (session_id,)) as cur:
             row = await cur.fetchone()
@@ -111,7 +111,7 @@ class AttemptStore:
         "metrics"}`` (``with_metrics=False``: headline metrics only, see :func:`summary`).
         """
         await self.db.get_session(session_id)  # exists and is visible to the viewer
-        async with self.db._read("read attempts") as conn:
+        async with self.db.read("read attempts") as conn:
             rows = await self._rows(conn, [session_id])
         out = rows.get(session_id, [])
         return out if with_metrics else [summary(a) for a in out]
@@ -121,7 +121,7 @@ class AttemptStore:
         caller has already checked the sessions are visible."""
         if not session_ids:
             return {}
-        async with self.db._read("read attempts") as conn:
+        async with self.db.read("read attempts") as conn:
             rows = await self._rows(conn, session_ids)
         return {sid: [summary(a) for a in v] for sid, v in rows.items()}
 

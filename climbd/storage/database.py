@@ -42,11 +42,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from climbd.errors import DiskFullError, SessionNotFound, StorageError
-from climbd.security.schema import OWNERS_MIGRATION, SECURITY_MIGRATION
-from climbd.security.scope import check_visible, session_filter_sql
+from climbd.storage.access_schema import OWNERS_MIGRATION, SECURITY_MIGRATION
 from climbd.storage.attempts import ATTEMPTS_MIGRATION
 from climbd.storage.exports import EXPORTS_MIGRATION
 from climbd.storage.posecodec import PoseSeries, decode_chunk, encode_chunk
+from climbd.visibility import check_visible, session_filter_sql
 
 __all__ = [
     "MIGRATIONS",
@@ -136,7 +136,7 @@ class SessionRecord(BaseModel):
         private: visible only to the owner device and the admin (user-facing reads —
             :meth:`Database.get_session`, :meth:`~Database.list_sessions`,
             :meth:`~Database.poses`, edits and deletes — filter by the request's viewer,
-            :mod:`climbd.security.scope`).
+            :mod:`climbd.visibility`).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -278,11 +278,17 @@ class Database:
                 raise StorageError(f"{action}: database {self.path} is closed") from exc
             raise
 
+    # -- the public transaction/read API (other stores: exports, shares, access control) ----
     @contextlib.asynccontextmanager
-    async def _transaction(self, action: str) -> AsyncIterator[aiosqlite.Connection]:
-        """Run the body as one write transaction (BEGIN IMMEDIATE ... COMMIT).
+    async def transaction(self, action: str) -> AsyncIterator[aiosqlite.Connection]:
+        """Run the body as one write transaction (BEGIN IMMEDIATE ... COMMIT) on the shared
+        connection, serialised with every other transaction and read.
 
-        Rolls back on any exception; sqlite/OS errors are translated.
+        ``action`` names the operation in errors ("create export"). Rolls back on any
+        exception.
+
+        Raises:
+            DiskFullError: SQLITE_FULL / ENOSPC. StorageError: any other sqlite/OS error.
         """
         async with self._lock, self._guard(action):
             await self._conn.execute("BEGIN IMMEDIATE")
@@ -298,8 +304,12 @@ class Database:
                 raise
 
     @contextlib.asynccontextmanager
-    async def _read(self, action: str) -> AsyncIterator[aiosqlite.Connection]:
-        """Run the body's queries as one consistent read (a deferred transaction)."""
+    async def read(self, action: str) -> AsyncIterator[aiosqlite.Connection]:
+        """Run the body's queries as one consistent read (a deferred transaction).
+
+        Raises:
+            StorageError: a sqlite/OS error (``action`` names the operation).
+        """
         async with self._lock, self._guard(action):
             await self._conn.execute("BEGIN")
             try:
@@ -313,7 +323,13 @@ class Database:
             row = await cur.fetchone()
         return None if row is None else row[0]
 
-    async def _get(self, conn: aiosqlite.Connection, session_id: int) -> SessionRecord:
+    async def session_row(self, conn: aiosqlite.Connection, session_id: int) -> SessionRecord:
+        """The session row inside a :meth:`transaction`/:meth:`read`, whoever is looking
+        (no visibility check: for stores that check the session exists).
+
+        Raises:
+            SessionNotFound: no such row.
+        """
         async with conn.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?",
                                 (session_id,)) as cur:
             row = await cur.fetchone()
@@ -329,7 +345,7 @@ class Database:
                                  (*values.values(), session_id))
         if cur.rowcount == 0:
             raise SessionNotFound(session_id)
-        return await self._get(conn, session_id)
+        return await self.session_row(conn, session_id)
 
     # -- sessions --------------------------------------------------------------------------
     async def create_session(self, *, name: str = "", description: str = "", climber: str = "",
@@ -350,7 +366,7 @@ class Database:
             DiskFullError, StorageError: the row cannot be written.
         """
         now = time.time()
-        async with self._transaction("create session") as conn:
+        async with self.transaction("create session") as conn:
             cur = await conn.execute(
                 "INSERT INTO sessions (name, description, climber, created_at, updated_at, "
                 "video_path, status, width, height, fps, source, pre_roll_s, "
@@ -361,7 +377,7 @@ class Database:
                  owner_device_id, owner_token_id),
             )
             assert cur.lastrowid is not None
-            return await self._get(conn, cur.lastrowid)
+            return await self.session_row(conn, cur.lastrowid)
 
     async def append_poses(self, session_id: int, frames: np.ndarray, times: np.ndarray,
                            image: np.ndarray, world: np.ndarray, *, frame_count: int,
@@ -387,7 +403,7 @@ class Database:
         series = PoseSeries(frames, times, image, world)
         n = len(series)
         blob = encode_chunk(series.frames, series.times, series.image, series.world) if n else b""
-        async with self._transaction("append poses") as conn:
+        async with self.transaction("append poses") as conn:
             cur = await conn.execute(
                 "UPDATE sessions SET frame_count = ?, duration_s = ?, "
                 "frames_with_pose = frames_with_pose + ?, updated_at = ? WHERE id = ?",
@@ -424,7 +440,7 @@ class Database:
             values["duration_s"] = float(duration_s)
         if video_path is not None:
             values["video_path"] = video_path
-        async with self._transaction("finish session") as conn:
+        async with self.transaction("finish session") as conn:
             return await self._set(conn, session_id, values)
 
     async def update_session(self, session_id: int, *, name: str | None = None,
@@ -450,8 +466,8 @@ class Database:
             values["climber"] = climber
         if pinned is not None:
             values["pinned"] = int(bool(pinned))
-        async with self._transaction("update session") as conn:
-            current = check_visible(await self._get(conn, session_id))
+        async with self.transaction("update session") as conn:
+            current = check_visible(await self.session_row(conn, session_id))
             if not values:
                 return current
             return await self._set(conn, session_id, values)
@@ -462,8 +478,8 @@ class Database:
         Raises:
             SessionNotFound: no such session. StorageError: database error.
         """
-        async with self._read("get session") as conn:
-            return check_visible(await self._get(conn, session_id))
+        async with self.read("get session") as conn:
+            return check_visible(await self.session_row(conn, session_id))
 
     async def list_sessions(self, *, limit: int = 20,
                             offset: int = 0) -> tuple[list[SessionRecord], int]:
@@ -474,8 +490,8 @@ class Database:
         """
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset must be >= 0")
-        visible, params = session_filter_sql()  # the request's viewer (climbd.security)
-        async with self._read("list sessions") as conn:
+        visible, params = session_filter_sql()  # the request's viewer (climbd.visibility)
+        async with self.read("list sessions") as conn:
             async with conn.execute(
                 f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE {visible} "
                 "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?", (*params, limit, offset),
@@ -496,8 +512,8 @@ class Database:
         Raises:
             SessionNotFound, DiskFullError, StorageError.
         """
-        async with self._transaction("delete session") as conn:
-            record = check_visible(await self._get(conn, session_id))
+        async with self.transaction("delete session") as conn:
+            record = check_visible(await self.session_row(conn, session_id))
             await conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
             return record
 
@@ -511,7 +527,7 @@ class Database:
         Raises:
             DiskFullError, StorageError.
         """
-        async with self._transaction("recover interrupted sessions") as conn:
+        async with self.transaction("recover interrupted sessions") as conn:
             async with conn.execute(
                 "SELECT id FROM sessions WHERE status = 'recording' ORDER BY id"
             ) as cur:
@@ -533,8 +549,8 @@ class Database:
         """
         lo = -np.inf if start_s is None else float(start_s)
         hi = np.inf if end_s is None else float(end_s)
-        async with self._read("read poses") as conn:
-            check_visible(await self._get(conn, session_id))
+        async with self.read("read poses") as conn:
+            check_visible(await self.session_row(conn, session_id))
             async with conn.execute(
                 "SELECT blob FROM pose_chunks WHERE session_id = ? AND t_start < ? "
                 "AND t_end >= ? ORDER BY t_start, id", (session_id, hi, lo),
@@ -556,7 +572,7 @@ class Database:
         Raises:
             StorageError: the check itself cannot run.
         """
-        async with self._read("integrity check") as conn, \
+        async with self.read("integrity check") as conn, \
                 conn.execute("PRAGMA integrity_check") as cur:
             rows = await cur.fetchall()
         return "\n".join(str(r[0]) for r in rows)

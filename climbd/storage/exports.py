@@ -253,8 +253,8 @@ class ExportStore:
         if kind not in EXPORT_KINDS:
             raise ValueError(f"kind must be one of {EXPORT_KINDS}, got {kind!r}")
         now = time.time()
-        async with self.db._transaction("create export") as conn:
-            await self.db._get(conn, session_id)
+        async with self.db.transaction("create export") as conn:
+            await self.db.session_row(conn, session_id)
             cur = await conn.execute(
                 "INSERT INTO exports (session_id, kind, status, start_s, end_s, speed, "
                 "owner_pid, created_at, updated_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
@@ -265,7 +265,7 @@ class ExportStore:
 
     async def get(self, export_id: int) -> ExportRecord:
         """The export with this id. Raises ExportNotFound."""
-        async with self.db._read("get export") as conn:
+        async with self.db.read("get export") as conn:
             return await self._get(conn, export_id)
 
     async def list_exports(self, session_id: int | None = None,
@@ -273,7 +273,7 @@ class ExportStore:
         """Exports, newest first (of one session when ``session_id`` is given)."""
         where, params = ("WHERE session_id = ?", (session_id,)) if session_id is not None \
             else ("", ())
-        async with self.db._read("list exports") as conn, conn.execute(
+        async with self.db.read("list exports") as conn, conn.execute(
             f"SELECT {_EXPORT_COLUMNS} FROM exports {where} ORDER BY id DESC LIMIT ?",
             (*params, int(limit)),
         ) as cur:
@@ -301,7 +301,7 @@ class ExportStore:
                 values["finished_at"] = time.time()
         values["updated_at"] = time.time()
         assignments = ", ".join(f"{k} = ?" for k in values)
-        async with self.db._transaction("update export") as conn:
+        async with self.db.transaction("update export") as conn:
             cur = await conn.execute(f"UPDATE exports SET {assignments} WHERE id = ?",
                                      (*values.values(), export_id))
             if cur.rowcount == 0:
@@ -310,14 +310,14 @@ class ExportStore:
 
     async def delete(self, export_id: int) -> ExportRecord:
         """Delete an export row (and its shares, by cascade); returns the deleted row."""
-        async with self.db._transaction("delete export") as conn:
+        async with self.db.transaction("delete export") as conn:
             record = await self._get(conn, export_id)
             await conn.execute("DELETE FROM exports WHERE id = ?", (export_id,))
             return record
 
     async def ids(self) -> set[int]:
         """Every export id (to find export directories without a row)."""
-        async with self.db._read("list export ids") as conn, \
+        async with self.db.read("list export ids") as conn, \
                 conn.execute("SELECT id FROM exports") as cur:
             return {int(r[0]) for r in await cur.fetchall()}
 
@@ -327,7 +327,7 @@ class ExportStore:
         Call when a job runner starts: the exports a previous daemon (or a killed
         ``climbd export``) left unfinished can never complete. Returns the updated rows.
         """
-        async with self.db._transaction("fail orphaned exports") as conn:
+        async with self.db.transaction("fail orphaned exports") as conn:
             async with conn.execute(
                 f"SELECT {_EXPORT_COLUMNS} FROM exports WHERE status IN ('queued', 'running')"
             ) as cur:
@@ -357,7 +357,7 @@ class ExportStore:
         Raises:
             ExportNotFound: no such export.
         """
-        async with self.db._transaction("create share") as conn:
+        async with self.db.transaction("create share") as conn:
             await self._get(conn, export_id)
             cur = await conn.execute(
                 "INSERT INTO shares (export_id, token_sha256, base_url, created_at, expires_at)"
@@ -368,7 +368,7 @@ class ExportStore:
 
     async def share_by_hash(self, token_sha256: str) -> ShareRecord | None:
         """The share whose token hashes to ``token_sha256``, or None."""
-        async with self.db._read("find share") as conn, conn.execute(
+        async with self.db.read("find share") as conn, conn.execute(
             f"SELECT {_SHARE_COLUMNS} FROM shares WHERE token_sha256 = ?", (token_sha256,)
         ) as cur:
             row = await cur.fetchone()
@@ -376,12 +376,12 @@ class ExportStore:
 
     async def get_share(self, share_id: int) -> ShareRecord:
         """The share with this id. Raises ExportNotFound."""
-        async with self.db._read("get share") as conn:
+        async with self.db.read("get share") as conn:
             return await self._get_share(conn, share_id)
 
     async def shares_of(self, export_id: int) -> list[ShareRecord]:
         """Every share of an export, oldest first."""
-        async with self.db._read("list shares") as conn, conn.execute(
+        async with self.db.read("list shares") as conn, conn.execute(
             f"SELECT {_SHARE_COLUMNS} FROM shares WHERE export_id = ? ORDER BY id",
             (export_id,),
         ) as cur:
@@ -389,7 +389,7 @@ class ExportStore:
 
     async def revoke_share(self, share_id: int) -> ShareRecord:
         """Revoke a share now (idempotent: an earlier revocation time is kept)."""
-        async with self.db._transaction("revoke share") as conn:
+        async with self.db.transaction("revoke share") as conn:
             cur = await conn.execute(
                 "UPDATE shares SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
                 (time.time(), share_id))
@@ -399,7 +399,7 @@ class ExportStore:
 
     async def purge_shares(self, before: float) -> int:
         """Delete share rows that expired or were revoked before ``before`` (unix s)."""
-        async with self.db._transaction("purge shares") as conn:
+        async with self.db.transaction("purge shares") as conn:
             cur = await conn.execute(
                 "DELETE FROM shares WHERE expires_at < ? OR revoked_at < ?", (before, before))
             return int(cur.rowcount or 0)
@@ -407,7 +407,7 @@ class ExportStore:
     # -- lifecycle -------------------------------------------------------------------------
     async def sessions_by_age(self) -> list[SessionAge]:
         """Every session, oldest first, with its pin and number of active exports."""
-        async with self.db._read("sessions by age") as conn, conn.execute(
+        async with self.db.read("sessions by age") as conn, conn.execute(
             "SELECT s.id, s.name, s.status, s.created_at, s.pinned, "
             "(SELECT COUNT(*) FROM exports e WHERE e.session_id = s.id "
             " AND e.status IN ('queued', 'running')) AS active_exports "

@@ -9,6 +9,7 @@ Modules are named after the objects of the specifications they implement:
 - :mod:`.datachannel` — the ``RTCDataChannel`` named ``landmarks``;
 - :mod:`.landmarks` — the landmark message format (binary, ~280 bytes per pose);
 - :mod:`.feed` — poses matched with their packets' timestamps, encoded once;
+- :mod:`.delay` — the delayed live view: buffered packets and poses replayed N s late;
 - :mod:`.keyframes` — rate-limited IDR requests (new viewers, PLI/FIR);
 - :mod:`.ice` — ``RTCIceServer`` list and host-candidate restriction;
 - :mod:`.viewer` — a receive-only Python viewer (diagnostics, tests, ``bench/bench_live.py``);
@@ -20,6 +21,7 @@ No HTTP here: :mod:`climbd.api.whep` and :mod:`climbd.api.live` are the aiohttp 
 from climbd.streaming.endpoint import LiveSource, WhepEndpoint
 from climbd.streaming.errors import (
     CandidateError,
+    DelayOutOfRange,
     LiveViewError,
     OfferError,
     UnknownViewer,
@@ -28,6 +30,7 @@ from climbd.streaming.errors import (
 
 __all__ = [
     "CandidateError",
+    "DelayOutOfRange",
     "LiveSource",
     "LiveViewError",
     "OfferError",

@@ -29,7 +29,7 @@ from typing import Any
 from aiortc import RTCDataChannel
 
 from climbd.security.ratelimit import TokenBucket
-from climbd.streaming.feed import LandmarkFeed
+from climbd.streaming.feed import LandmarkSource
 from climbd.streaming.landmarks import hello_message, pack_message
 
 __all__ = ["LABEL", "LandmarkChannel"]
@@ -59,7 +59,7 @@ class LandmarkChannel:
 
     Args:
         channel: the open channel the viewer created.
-        feed: the shared landmark feed.
+        feed: the shared landmark feed (or a delay line: the delayed view).
         rtp_origin: returns the viewer's RTP timestamp origin, or None while unknown.
         message_limit: client messages per second and burst (None = unlimited).
         handlers: client message ``type`` -> :data:`MessageHandler`, for the types this
@@ -71,7 +71,7 @@ class LandmarkChannel:
         malformed: client messages that were not understood.
     """
 
-    def __init__(self, channel: RTCDataChannel, feed: LandmarkFeed,
+    def __init__(self, channel: RTCDataChannel, feed: LandmarkSource,
                  rtp_origin: Callable[[], int | None],
                  message_limit: tuple[float, float] | None = None,
                  handlers: Mapping[str, MessageHandler] | None = None):
@@ -139,7 +139,7 @@ class LandmarkChannel:
         self._send(hello_message(
             rtp_origin=origin, epoch=self._feed.epoch,
             width=info.width if info else None, height=info.height if info else None,
-            fps=info.fps if info else None))
+            fps=info.fps if info else None, delay_s=self._feed.delay_s))
 
     async def _run(self) -> None:
         self.send_hello()
@@ -169,7 +169,7 @@ class LandmarkChannel:
 
     # -- what message handlers may use ----------------------------------------------------
     @property
-    def feed(self) -> LandmarkFeed:
+    def feed(self) -> LandmarkSource:
         """The shared landmark feed this channel is fed from."""
         return self._feed
 

@@ -3,11 +3,12 @@ tree), where they are defined. :mod:`climbd.api.status` maps them to HTTP."""
 
 from climbd.errors import (
     CandidateError,
+    DelayOutOfRange,
     LiveViewError,
     OfferError,
     UnknownViewer,
     ViewerLimitReached,
 )
 
-__all__ = ["CandidateError", "LiveViewError", "OfferError", "UnknownViewer",
-           "ViewerLimitReached"]
+__all__ = ["CandidateError", "DelayOutOfRange", "LiveViewError", "OfferError",
+           "UnknownViewer", "ViewerLimitReached"]

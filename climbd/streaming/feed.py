@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
-from typing import Any
+from typing import Any, Protocol
 
 from climbd.broadcast import Broadcast, Subscription
 from climbd.pose import Pose
@@ -24,7 +24,7 @@ from climbd.streaming.keyframes import KeyframeGovernor
 from climbd.streaming.landmarks import LandmarkFrame
 from climbd.video import CLOCK_RATE, EncodedPacket, VideoStreamInfo
 
-__all__ = ["LandmarkFeed"]
+__all__ = ["LandmarkFeed", "LandmarkSource"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,17 @@ log = logging.getLogger(__name__)
 PTS_MEMORY = 300
 #: Seconds a pose waits for its packet before it is dropped (the encoder dropped that frame).
 POSE_WAIT_S = 1.0
+
+
+class LandmarkSource(Protocol):
+    """What a landmark data channel reads: :class:`LandmarkFeed` (live) or
+    :class:`~climbd.streaming.delay.DelayLine` (delayed view)."""
+
+    frames: Broadcast[LandmarkFrame]
+    info: VideoStreamInfo | None
+    epoch: float | None
+    #: seconds between capture and display of this stream (0 for the live feed)
+    delay_s: float
 
 
 class LandmarkFeed:
@@ -56,6 +67,7 @@ class LandmarkFeed:
         self._poses = poses
         self._keyframes = keyframes
         self.frames: Broadcast[LandmarkFrame] = Broadcast(loop)
+        self.delay_s = 0.0
         self.info: VideoStreamInfo | None = None
         self.epoch: float | None = None
         self.last_pts: int | None = None

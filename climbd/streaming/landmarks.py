@@ -192,6 +192,7 @@ def hello_message(
     width: int | None,
     height: int | None,
     fps: float | None,
+    delay_s: float = 0.0,
 ) -> str:
     """The JSON ``hello`` text message a recipient gets on connect and every few seconds.
 
@@ -200,7 +201,9 @@ def hello_message(
     ``epoch`` the monotonic capture time of ``pts == 0`` in seconds (``capture time = epoch +
     pts / 90000``; meaningful only to clients on the same host, e.g. the benchmark);
     ``width``/``height``/``fps`` of the video; ``scale`` the fixed-point scale of x, y, z;
-    ``landmarks`` 33 and ``connections`` the skeleton edges (MediaPipe ``POSE_CONNECTIONS``).
+    ``landmarks`` 33 and ``connections`` the skeleton edges (MediaPipe ``POSE_CONNECTIONS``);
+    ``delay_s`` seconds between capture and sending (0 live; N on the delayed view, whose
+    frames were captured at ``epoch + pts / 90000`` and are sent ``delay_s`` later).
     """
     msg: dict[str, Any] = {
         "type": "hello",
@@ -211,6 +214,7 @@ def hello_message(
         "width": width,
         "height": height,
         "fps": fps,
+        "delay_s": delay_s,
         "scale": COORD_SCALE,
         "landmarks": NUM_LANDMARKS,
         "connections": POSE_CONNECTIONS,

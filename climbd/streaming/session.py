@@ -34,7 +34,7 @@ from aiortc.sdp import candidate_from_sdp
 from climbd.broadcast import Broadcast
 from climbd.streaming.datachannel import LABEL, LandmarkChannel, MessageHandler
 from climbd.streaming.errors import CandidateError, OfferError
-from climbd.streaming.feed import LandmarkFeed
+from climbd.streaming.feed import LandmarkSource
 from climbd.streaming.ice import ice_configuration, restrict_host_candidates
 from climbd.streaming.keyframes import KeyframeGovernor
 from climbd.streaming.offer import OfferSummary
@@ -52,7 +52,7 @@ class WhepSession:
 
     Args:
         packets: the shared packet broadcast.
-        feed: the shared landmark feed.
+        feed: the shared landmark feed (or a delay line for the delayed view).
         keyframes: the shared keyframe governor.
         packetizer: the shared RTP packetizer (None: aiortc packetizes per viewer).
         ice_servers: STUN/TURN URLs for the peer connection (may be empty).
@@ -74,7 +74,7 @@ class WhepSession:
     def __init__(
         self,
         packets: Broadcast[EncodedPacket],
-        feed: LandmarkFeed,
+        feed: LandmarkSource,
         keyframes: KeyframeGovernor,
         packetizer: SharedPacketizer | None = None,
         *,

@@ -4,7 +4,8 @@
 # wheelhouse, /etc/climbd/climbd.toml, the unit and the gpio udev rule, `systemctl enable`).
 #
 # files/climbd/ is staged by image/build-image.sh: scripts/install.sh, systemd/, config/ and
-# wheelhouse/ (aarch64, CPython 3.11, from image/build-wheelhouse.sh). pi-gen runs this with
+# wheelhouse/ (aarch64, CPython 3.13 for trixie or 3.11 for bookworm, from
+# image/build-wheelhouse.sh, with the climbd_blazepose_full model bundle). pi-gen runs this with
 # the sub-stage directory as the working directory; on_chroot runs commands in the image
 # (through qemu-user when the build machine is not arm64).
 PAYLOAD="$(pwd)/files/climbd"
