@@ -37,6 +37,7 @@ def _add_shifted_session(state: Path) -> None:
     from climbd.attempt_service import analyse_session
     from climbd.ingest import decode_rgb_frames
     from climbd.storage import Database
+    from climbd.visibility import SYSTEM, viewing
     from tests.export_support import add_video_session
 
     tmp = state.parent / "b-src"
@@ -58,15 +59,19 @@ def _add_shifted_session(state: Path) -> None:
     async def go() -> None:
         db = await Database.open(state / "climbd.db")
         try:
-            src = await db.poses(NAMES["steepwall"])
-            rec = await add_video_session(db, state, out, name="steepwall later")
-            await db.append_poses(rec.id, src.frames + round(SHIFT_S * 25), src.times + SHIFT_S,
-                                  src.image, src.world, frame_count=rec.frame_count,
-                                  duration_s=rec.duration_s)
-            await analyse_session(db, rec.id)
-            await analyse_session(db, NAMES["steepwall"])
+            with viewing(SYSTEM):  # the test acts for the appliance (climbd.visibility)
+                await fill(db)
         finally:
             await db.close()
+
+    async def fill(db: Database) -> None:
+        src = await db.poses(NAMES["steepwall"])
+        rec = await add_video_session(db, state, out, name="steepwall later")
+        await db.append_poses(rec.id, src.frames + round(SHIFT_S * 25), src.times + SHIFT_S,
+                              src.image, src.world, frame_count=rec.frame_count,
+                              duration_s=rec.duration_s)
+        await analyse_session(db, rec.id)
+        await analyse_session(db, NAMES["steepwall"])
 
     asyncio.run(go())
 
@@ -80,7 +85,8 @@ def env(tmp_path_factory: pytest.TempPathFactory, media: Path) -> Iterator[Env]:
 
 @pytest.fixture(scope="module")
 def ids(env: Env) -> dict[str, Any]:
-    _, page = http("GET", f"{env.base}/api/sessions?limit=50")
+    status, page = http("GET", f"{env.base}/api/sessions?limit=50")
+    assert status == 200, page
     b = next(s for s in page["items"] if s["name"] == "steepwall later")
     a = next(s for s in page["items"] if s["id"] == NAMES["steepwall"])
     return {"a": a, "b": b}

@@ -79,9 +79,11 @@ async function choose() {
     const ia = Number.isFinite(at[0]) ? at[0] : 0;
     if (ia > 0) return [{ id: a, index: ia }, { id: a, index: ia - 1 }];
     const sa = await api(`/api/sessions/${a}`);
-    const older = cands.find((c) => c.session.id !== a && c.session.created_at < sa.created_at);
-    if (!older) return [{ id: a, index: ia }, null];
-    return [{ id: a, index: ia }, { id: older.session.id, index: older.index }];
+    const older = cands.filter((c) => c.session.id !== a && c.session.created_at < sa.created_at);
+    if (!older.length) return [{ id: a, index: ia }, null];
+    // the newest older attempt; the next ones are tried if its video cannot be played
+    const picks = older.map((c) => ({ id: c.session.id, index: c.index }));
+    return [{ id: a, index: ia }, picks[0], picks.slice(1, 6)];
   }
   if (cands.length >= 2) {
     return [{ id: cands[0].session.id, index: cands[0].index },
@@ -97,13 +99,14 @@ async function loadSide(pick, video, canvas, tag, colourName) {
   const times = new Float64Array(await res.arrayBuffer());
   if (!times.length) throw new Error(`the video of “${s.name}” has no frame`);
   const att = (s.attempts || [])[pick.index] || null;
-  const player = new RecordedPlayer(video, canvas, s, times);
   video.src = s.video_url;
   await new Promise((resolve, reject) => {
     if (video.readyState >= 2) { resolve(); return; }
     video.addEventListener("loadeddata", resolve, { once: true });
     video.addEventListener("error", () => reject(new Error(`the video of “${s.name}” cannot be played`)), { once: true });
   });
+  // built once the video plays, so a side that fails leaves no player on its canvas
+  const player = new RecordedPlayer(video, canvas, s, times);
   tag.textContent = `${colourName}: ${attemptLabel(s, pick.index)}`;
   tag.title = tag.textContent;
   return { s, times, player, att, index: pick.index, start: att ? att.start_s : 0 };
@@ -348,7 +351,15 @@ async function main() {
   }
   try {
     state.A = await loadSide(picks[0], $("video-a"), $("overlay-a"), $("tag-a"), "A");
-    state.B = await loadSide(picks[1], $("video-b"), $("overlay-b"), $("tag-b"), "B");
+    const tries = [picks[1], ...(picks[2] || [])];
+    for (let k = 0; k < tries.length && !state.B; k++) {
+      try {
+        state.B = await loadSide(tries[k], $("video-b"), $("overlay-b"), $("tag-b"), "B");
+      } catch (err) {
+        if (k === tries.length - 1) throw err;
+        $("video-b").removeAttribute("src");
+      }
+    }
   } catch (err) {
     showMessage(`These attempts cannot be compared: ${err.message}`);
     return;
