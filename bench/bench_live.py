@@ -12,12 +12,17 @@ Runs ``climbd run`` on a clip (paced like a camera) with ICE host candidates res
 - video glass-to-glass proxy: frame capture to the frame decoded in the first viewer (the
   others skip decoding unless ``--decode-all``: four H.264 decodes in this process would
   starve the daemon of CPU on a 2-core machine), p50/p95;
-- bytes per landmark message.
+- bytes per landmark message;
+- one *delayed* viewer (``POST /api/whep/delayed?delay_s=N``, ``--delayed N``; 0 = skip)
+  measured in the same run right after the one-live-viewer phase: its CPU next to the live
+  viewer's (``delayed_vs_live_cpu_pct_of_one_core``; target: at most 3 % of a core more,
+  since the delayed view replays buffered packets and never encodes), and its lateness
+  beyond N (latencies of that phase are reported minus N).
 
 Viewers run in this process on the same 2-core machine, so latencies include their own
 scheduling delays. Prints one JSON object. Example::
 
-    uv run python bench/bench_live.py --duration 20 --viewers 1,4
+    uv run python bench/bench_live.py --duration 20 --viewers 1,4 --delayed 5
 """
 
 from __future__ import annotations
@@ -39,9 +44,11 @@ import aiohttp
 import numpy as np
 import psutil
 
-from climbd.streaming.viewer import Viewer
-
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the test/bench WHEP client lives in tests/
+
+from tests.whep_viewer import Viewer  # noqa: E402
+
 DEFAULT_SOURCE = REPO.parent / "shared" / "media" / "climb_steepwall_static.mp4"
 U32 = 0xFFFFFFFF
 
@@ -72,9 +79,10 @@ def _playing(viewer: Viewer) -> bool:
             and viewer.hello.get("rtp_origin") is not None)
 
 
-async def _join(http: aiohttp.ClientSession, decode: bool = True) -> tuple[Viewer, str]:
+async def _join(http: aiohttp.ClientSession, decode: bool = True, path: str = "/api/whep"
+                ) -> tuple[Viewer, str]:
     viewer = Viewer(host_candidates=["127.0.0.1"], decode=decode)
-    async with http.post("/api/whep", data=await viewer.offer(),
+    async with http.post(path, data=await viewer.offer(),
                          headers={"Content-Type": "application/sdp"}) as r:
         if r.status != 201:
             raise RuntimeError(f"WHEP {r.status}: {await r.text()}")
@@ -84,8 +92,9 @@ async def _join(http: aiohttp.ClientSession, decode: bool = True) -> tuple[Viewe
 
 
 async def _phase(http: aiohttp.ClientSession, proc: psutil.Process, n: int, duration: float,
-                 warmup: float, decode_all: bool) -> dict[str, Any]:
-    joined = [await _join(http, decode=decode_all or i == 0) for i in range(n)]
+                 warmup: float, decode_all: bool, delay_s: float = 0.0) -> dict[str, Any]:
+    path = f"/api/whep/delayed?delay_s={delay_s:g}" if delay_s else "/api/whep"
+    joined = [await _join(http, decode=decode_all or i == 0, path=path) for i in range(n)]
     viewers = [v for v, _ in joined]
     for v in viewers:
         if not await v.wait_for(functools.partial(_playing, v), 20):
@@ -104,7 +113,9 @@ async def _phase(http: aiohttp.ClientSession, proc: psutil.Process, n: int, dura
     sizes: list[int] = []
     for v in viewers:
         assert v.hello is not None
-        epoch, origin = float(v.hello["epoch"]), int(v.hello["rtp_origin"])
+        # capture time = epoch + pts / 90000; a delayed view is meant to be delay_s later
+        epoch = float(v.hello["epoch"]) + float(v.hello.get("delay_s") or 0.0)
+        origin = int(v.hello["rtp_origin"])
         for m in v.messages:
             if m.arrived >= t_start:
                 lm_lat.append(m.arrived - (epoch + m.message.pts / 90000))
@@ -120,6 +131,7 @@ async def _phase(http: aiohttp.ClientSession, proc: psutil.Process, n: int, dura
         await v.close()
     return {
         "viewers": n,
+        "kind": f"delayed {delay_s:g} s" if delay_s else "live",
         "machine_load_1m": round(os.getloadavg()[0], 2),  # other work on the shared cores
         "cpu_process_cores": round((cpu1[0] - cpu0[0]) / wall, 4),
         "cpu_event_loop_cores": round((cpu1[1] - cpu0[1]) / wall, 4),
@@ -139,7 +151,8 @@ def _start_daemon(args: argparse.Namespace, tmp: Path, max_viewers: int
     port = _free_port()
     cfg = tmp / "climbd.toml"
     cfg.write_text('[webrtc]\nhost_candidates = ["127.0.0.1"]\n'
-                   f"max_viewers = {max_viewers}\n")
+                   f"max_viewers = {max_viewers}\n"
+                   f"[recording]\nbuffer_s = {max(30.0, args.delayed + 2):g}\n")
     log = open(tmp / "daemon.log", "wb")  # noqa: SIM115 - closed by main()
     daemon = subprocess.Popen(
         [sys.executable, "-m", "climbd", "run", "--source", str(args.source), "--loop",
@@ -150,10 +163,27 @@ def _start_daemon(args: argparse.Namespace, tmp: Path, max_viewers: int
     return daemon, f"http://127.0.0.1:{port}", log
 
 
+def _admin_token(state_dir: Path, timeout: float = 60.0) -> str:
+    """An admin API token from the daemon's local admin socket (as ``climbd token create``)."""
+    from climbd.security.local import AdminClient, AdminSocketError
+
+    client = AdminClient(state_dir / "admin.sock")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return str(client.create_token("bench", "admin")["token"])
+        except AdminSocketError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 async def measure(args: argparse.Namespace, daemon: subprocess.Popen[bytes], base: str,
-                  counts: list[int]) -> dict[str, Any]:
+                  counts: list[int], state_dir: Path) -> dict[str, Any]:
     proc = psutil.Process(daemon.pid)
-    async with aiohttp.ClientSession(base_url=base) as http:
+    token = await asyncio.to_thread(_admin_token, state_dir)
+    async with aiohttp.ClientSession(base_url=base,
+                                     headers={"Authorization": f"Bearer {token}"}) as http:
         deadline = time.monotonic() + 90
         while True:
             try:
@@ -169,10 +199,15 @@ async def measure(args: argparse.Namespace, daemon: subprocess.Popen[bytes], bas
         await asyncio.sleep(args.warmup)
         phases = ([await _phase(http, proc, 0, args.duration, 0, args.decode_all)]
                   if args.baseline else [])
+        delayed: dict[str, Any] | None = None
         for n in counts:
             phases.append(await _phase(http, proc, n, args.duration, args.warmup,
                                        args.decode_all))
             await asyncio.sleep(1.0)
+            if n == 1 and args.delayed:  # side by side with the one live viewer
+                delayed = await _phase(http, proc, 1, args.duration, args.warmup,
+                                       args.decode_all, delay_s=args.delayed)
+                await asyncio.sleep(1.0)
     by_n = {p["viewers"]: p for p in phases}
     result: dict[str, Any] = {
         "benchmark": "live",
@@ -200,6 +235,18 @@ async def measure(args: argparse.Namespace, daemon: subprocess.Popen[bytes], bas
             "process": round((by_n[1]["cpu_process_cores"]
                               - by_n[0]["cpu_process_cores"]) * 100, 2),
         }
+    if delayed is not None and 1 in by_n:
+        live1 = by_n[1]
+        loop = (delayed["cpu_event_loop_cores"] - live1["cpu_event_loop_cores"]) * 100
+        process = (delayed["cpu_process_cores"] - live1["cpu_process_cores"]) * 100
+        result["delayed_phase"] = delayed
+        result["delayed_vs_live_cpu_pct_of_one_core"] = {
+            "delay_s": args.delayed,
+            "event_loop": round(loop, 2),
+            "process": round(process, 2),
+            "target": 3.0,
+            "meets_target": loop <= 3.0,
+        }
     from climbd.streaming.landmarks import hello_message
 
     result["landmark_message_bytes"]["hello_json"] = len(hello_message(
@@ -215,6 +262,9 @@ def main() -> None:
     p.add_argument("--viewers", default="1,4", help="viewer counts to compare")
     p.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help="skip the 0-viewer phase")
+    p.add_argument("--delayed", type=float, default=5.0,
+                   help="seconds of delay of the delayed-viewer phase, run after the "
+                   "one-live-viewer phase (0 = skip)")
     p.add_argument("--decode-all", action="store_true",
                    help="every viewer decodes H.264 (default: only the first; the others "
                    "count reassembled frames, so client decoding does not starve the daemon)")
@@ -223,7 +273,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         daemon, base, log = _start_daemon(args, Path(tmp), max(counts) + 1)
         try:
-            result = asyncio.run(measure(args, daemon, base, counts))
+            result = asyncio.run(measure(args, daemon, base, counts, Path(tmp) / "state"))
         finally:
             daemon.terminate()
             try:

@@ -11,8 +11,10 @@ other in this run, and reports for each:
 - against the reference backend (``solutions``, mediapipe 0.10.18, what climbd always had):
   ``missing``/``extra`` frames (a pose in one and not the other) and the image-landmark
   distance in pixels over frames where both found a pose: ``mean``, ``median``, ``p95``,
-  ``max``, and ``mean_after_acquisition`` (frames from the 15th on, once both trackers
-  settled), plus ``fps_ratio`` = fps / reference fps.
+  ``max``, and the same over the *tracking* frames only (15 or more frames after the last
+  frame without a pose or the clip start: both trackers settled after (re)acquiring the
+  climber; while acquiring, the two graphs pick different regions of interest and can be
+  far apart), plus ``fps_ratio`` = fps / reference fps.
 
 Backends are named ``solutions``, ``tasks`` (this interpreter: mediapipe 0.10.18's Tasks API)
 and ``tasks@PYTHON`` (the tasks backend in another interpreter's environment, e.g. a
@@ -73,18 +75,33 @@ def worker(backend: str, clip: Path, out: Path) -> None:
              python=".".join(map(str, sys.version_info[:3])))
 
 
+def settled(found: np.ndarray, frames: int = ACQUISITION_FRAMES) -> np.ndarray:
+    """Frames at least ``frames`` after the last frame without a pose (or the clip start):
+    the ones where a tracker has settled after (re)acquiring the climber. ``found`` is a
+    boolean per frame (both backends found a pose)."""
+    out = np.zeros(len(found), bool)
+    run = 0
+    for i, f in enumerate(found):
+        run = run + 1 if f else 0
+        out[i] = run > frames
+    return out
+
+
 def _stats(ref: np.ndarray, xy: np.ndarray) -> dict[str, object]:
     ref_ok = ~np.isnan(ref).any(axis=(1, 2))
     ok = ~np.isnan(xy).any(axis=(1, 2))
     both = ref_ok & ok
     d = np.linalg.norm(ref[both] - xy[both], axis=2)  # (frames, 33) px
-    late = np.linalg.norm(ref[both & (np.arange(len(ok)) >= ACQUISITION_FRAMES)]
-                          - xy[both & (np.arange(len(ok)) >= ACQUISITION_FRAMES)], axis=2)
+    keep = settled(both)
+    late = np.linalg.norm(ref[keep] - xy[keep], axis=2)
     return {
         "missing": int((ref_ok & ~ok).sum()), "extra": int((ok & ~ref_ok).sum()),
         "px_mean": round(float(d.mean()), 2), "px_median": round(float(np.median(d)), 2),
         "px_p95": round(float(np.percentile(d, 95)), 2), "px_max": round(float(d.max()), 2),
-        "px_mean_after_acquisition": round(float(late.mean()), 2) if late.size else None,
+        "tracking_frames": int(keep.sum()),
+        "px_mean_tracking": round(float(late.mean()), 2) if late.size else None,
+        "px_median_tracking": round(float(np.median(late)), 2) if late.size else None,
+        "px_max_tracking": round(float(late.max()), 2) if late.size else None,
     }
 
 

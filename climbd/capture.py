@@ -120,16 +120,21 @@ class AvSource:
 
     Timestamps: a file maps its presentation times onto the monotonic clock (paced); a
     camera or URL maps *the camera's* presentation times onto it (so a stream that arrives
-    in bursts, as RTSP over TCP does, keeps its even frame spacing): never later than the
-    frame's arrival, re-anchored when it lags the arrival by more than :attr:`RESYNC_S`.
+    in bursts, as RTSP over TCP does, keeps its even frame spacing): at most
+    :attr:`JUMP_S` later than the frame's arrival, re-anchored when it lags the arrival by
+    more than :attr:`RESYNC_S`.
 
     Raises:
         SourceError: the source cannot be opened or has no video stream (the message has
             any credentials in the URL redacted).
     """
 
-    #: Seconds the camera's clock may drift from ours before timestamps are re-anchored.
+    #: Seconds the camera's clock may lag ours before timestamps are re-anchored.
     RESYNC_S = 1.0
+    #: An arrival this much (s) earlier than the anchor predicts re-anchors at once (a burst).
+    JUMP_S = 0.1
+    #: Otherwise the anchor moves back by at most this (s) per frame (≤ 180 ticks at 90 kHz).
+    SLEW_S = 0.002
 
     def __init__(self, spec: str, config: CaptureConfig, first_number: int = 0,
                  pace: bool = True, copy: bool = False):
@@ -352,14 +357,17 @@ class AvSource:
         elif media_time is None:
             timestamp = now
         else:
-            # capture time = base + media time, never later than the frame's arrival: base
-            # is the earliest "arrival - media time" seen (a start-up backlog or a burst
-            # pulls it back), moved forward only when we lag by more than RESYNC_S (a camera
-            # clock slower than ours, or a jump in its timestamps)
+            # capture time = base + media time, at most JUMP_S later than the frame's
+            # arrival: base follows the earliest "arrival - media time" seen (a start-up
+            # backlog or burst pulls it back at once, a slightly faster arrival by SLEW_S a
+            # frame so frame spacing stays even), and moves forward only when we lag by more
+            # than RESYNC_S (a camera clock slower than ours, or a jump in its timestamps)
             candidate = now - media_time
-            if self._base is None or candidate < self._base \
-                    or candidate - self._base > self.RESYNC_S:
+            if self._base is None or candidate - self._base > self.RESYNC_S \
+                    or self._base - candidate > self.JUMP_S:
                 self._base = candidate
+            elif candidate < self._base:  # a faster arrival: slew back, ≤ SLEW_S a frame
+                self._base = max(candidate, self._base - self.SLEW_S)
             timestamp = self._base + media_time
         timestamp = max(timestamp, self._last_ts + 1e-6)
         self._last_ts = timestamp

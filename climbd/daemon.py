@@ -182,7 +182,11 @@ class Daemon:
         if recovered:
             log.warning("recovered %d interrupted session(s)", len(recovered))
         self._tasks.append(asyncio.create_task(self.recorder.run(), name="recorder"))
-        self._tasks.append(asyncio.create_task(self.retention.run_forever(), name="retention"))
+        if self.safe_mode:  # safe mode never deletes anything (the config may be wrong)
+            log.warning("safe mode: retention sweeps are off; nothing is deleted")
+        else:
+            self._tasks.append(asyncio.create_task(self.retention.run_forever(),
+                                                   name="retention"))
         # 5. exports
         self.exports = ExportManager(self.db, self.state_dir, cfg.export)
         await self.exports.start()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -66,6 +67,33 @@ log = logging.getLogger(__name__)
 #: holes in a session's video (camera lost), JSON [{"from_s", "to_s"}] in session seconds
 GAPS_NAME = "gaps.json"
 
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """True if ``exc`` (or what caused it) says the disk is full: DiskFullError, ENOSPC or
+    EDQUOT. EMFILE/ENFILE ("too many open files") are not a full disk."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, DiskFullError):
+            return True
+        if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def describe_failure(exc: BaseException | None) -> str:
+    """A recording failure in words; file-descriptor exhaustion (EMFILE/ENFILE) is named as
+    such, with what to do, so it is never mistaken for a full disk."""
+    cur, seen = exc, 0
+    while cur is not None and seen < 5:
+        if getattr(cur, "errno", None) in (errno.EMFILE, errno.ENFILE):
+            return (f"too many open files (the process's file-descriptor limit, LimitNOFILE; "
+                    f"not a full disk): {exc}")
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return str(exc)
 
 class PreRollBuffer:
     """The last ``keep_s`` seconds of packets and poses, cut at keyframes.
@@ -446,7 +474,7 @@ class Recorder:
             if a is None:
                 continue
             if a.writer.error is not None:
-                await self._fail(f"video: {a.writer.error}")
+                await self._fail(f"video: {describe_failure(a.writer.error)}", a.writer.error)
                 continue
             if a.writer.backlog > self.MAX_WRITER_BACKLOG:
                 await self._fail(f"the disk is too slow: {a.writer.backlog} video frames "
@@ -455,7 +483,7 @@ class Recorder:
             try:
                 await self._commit(a)
             except StorageError as exc:
-                await self._fail(f"database: {exc}")
+                await self._fail(f"database: {describe_failure(exc)}", exc)
                 continue
             if a.duration_s >= self.config.max_duration_s:
                 log.info("session %d reached max_duration_s: stopping", a.record.id)
@@ -479,12 +507,16 @@ class Recorder:
 
     # -- commands --------------------------------------------------------------------------
     async def start(self, name: str | None = None, description: str = "", climber: str = "",
-                    pre_roll_s: float | None = None) -> SessionRecord:
+                    pre_roll_s: float | None = None,
+                    owner: tuple[int | None, int | None] = (None, None)) -> SessionRecord:
         """Start recording, reaching ``pre_roll_s`` seconds into the past (default: config).
 
         The start is the latest buffered keyframe at or before ``now - pre_roll_s`` (so up to
         one GOP more than asked, and no more than is buffered); the returned record's
         ``pre_roll_s`` is what was really included.
+
+        ``owner`` is (device id, API token id) of who started it; (None, None) is the box
+        itself (GPIO, hands-free): only the admin changes the privacy of those.
 
         Raises:
             AlreadyRecording: a session is recording.
@@ -492,10 +524,11 @@ class Recorder:
             DiskFullError, StorageError: the session cannot be created.
         """
         async with self._lock:
-            return await self._start(name, description, climber, pre_roll_s)
+            return await self._start(name, description, climber, pre_roll_s, owner)
 
     async def _start(self, name: str | None, description: str, climber: str,
-                     pre_roll_s: float | None) -> SessionRecord:
+                     pre_roll_s: float | None,
+                     owner: tuple[int | None, int | None] = (None, None)) -> SessionRecord:
         if self._active is not None:
             raise AlreadyRecording(f"session {self._active.record.id} is already recording")
         if self.preflight is not None:
@@ -520,6 +553,7 @@ class Recorder:
             name=name or "", description=description, climber=climber, source=self._source,
             width=info.width, height=info.height, fps=info.fps,
             pre_roll_s=round(max(0.0, now - key.timestamp), 3), video_path="",
+            owner_device_id=owner[0], owner_token_id=owner[1],
         )
         directory = self.paths.session_dir(record.id)
         try:
@@ -564,7 +598,8 @@ class Recorder:
             return await self._finish(a, "completed", None)
 
     async def save_last(self, seconds: float | None = None, name: str | None = None,
-                        description: str = "", climber: str = "") -> SessionRecord:
+                        description: str = "", climber: str = "",
+                        owner: tuple[int | None, int | None] = (None, None)) -> SessionRecord:
         """Save the last ``seconds`` (default: the pre-roll) as a completed session.
 
         Saves what the buffer holds (less right after start-up); the record's
@@ -580,17 +615,20 @@ class Recorder:
                 f"cannot save the last {secs:g} s: the buffer keeps {self.buffer.keep_s:g} s "
                 f"(recording.buffer_s); {self.buffer.seconds:.0f} s are buffered now")
         async with self._lock:
-            await self._start(name or "", description, climber, secs)
+            await self._start(name or "", description, climber, secs, owner)
         return await self.stop()
 
-    async def _fail(self, reason: str) -> None:
+    async def _fail(self, reason: str, exc: BaseException | None = None) -> None:
+        """End the running recording as failed. The reserve file is released only when the
+        disk is really full (ENOSPC, SQLITE_FULL): running out of file descriptors (EMFILE)
+        or any other error keeps it."""
         a = self._active
         if a is None:
             return
         self._active = None
         log.error("session %d failed: %s", a.record.id, reason,
                   extra={"session_id": a.record.id})
-        if self._ballast:
+        if self._ballast and is_disk_full(exc):
             self._ballast.release()
         await self._finish(a, "failed", reason)
 
@@ -602,7 +640,7 @@ class Recorder:
         try:
             await self._commit(a)
         except StorageError as exc:
-            if self._ballast:
+            if self._ballast and is_disk_full(exc):
                 self._ballast.release()
             status, error = "failed", error or f"database: {exc}"
         if a.gaps:

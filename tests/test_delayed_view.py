@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from climbd.streaming.viewer import Viewer
 from tests.conftest import REPO, STEEPWALL, DaemonProcess
 from tests.securitykit import Agent
+from tests.whep_viewer import Viewer
 
 pytestmark = pytest.mark.media  # a climbd run subprocess with BlazePose
 
@@ -97,8 +97,8 @@ async def wall(daemon: DaemonProcess) -> AsyncIterator[Wall]:
         yield Wall(daemon, tablet, admin)
 
 
-async def _join(tablet: Agent, path: str) -> tuple[Viewer, str]:
-    viewer = Viewer(host_candidates=["127.0.0.1"], decode=False)
+async def _join(tablet: Agent, path: str, landmarks: bool = True) -> tuple[Viewer, str]:
+    viewer = Viewer(host_candidates=["127.0.0.1"], decode=False, landmarks=landmarks)
     resp = await tablet.raw("POST", path, data=await viewer.offer(), headers=SDP)
     async with resp:
         body = await resp.text()
@@ -233,7 +233,8 @@ async def test_one_line_per_delay_and_bad_delays_are_refused(wall: Wall) -> None
     await _buffered(wall, 2.5)
     a, a_at = await _join(tablet, "/api/whep/delayed?delay_s=2")
     b, b_at = await _join(tablet, "/api/whep/delayed?delay_s=2")
-    c, c_at = await _join(tablet, "/api/whep/delayed")  # live.delay_s
+    # live.delay_s, and a plain WHEP player: video only, no data channel in its offer
+    c, c_at = await _join(tablet, "/api/whep/delayed", landmarks=False)
     assert await _poll(lambda: a.frames > 10 and b.frames > 10 and c.frames > 10, 30)
     lines = {line["delay_s"]: line for line in await wall.lines()}
     assert set(lines) == {2.0, DELAY_S} and lines[2.0]["viewers"] == 2
@@ -271,3 +272,21 @@ async def test_one_line_per_delay_and_bad_delays_are_refused(wall: Wall) -> None
         async with resp:
             assert resp.status in (401, 403), await resp.text()
     assert (await wall.health())["live"]["viewers"] == 0
+
+
+async def test_operator_report_names_where_each_setting_came_from(wall: Wall) -> None:
+    """``climbd run --config FILE --source CLIP --port N``: file keys say "file", command-line
+    options "cli", the rest "default" (``GET /api/system``, admin only)."""
+    status, _ = await wall.tablet.req("GET", "/api/system")
+    assert status == 403
+    status, report = await wall.admin.req("GET", "/api/system")
+    assert status == 200, report
+    sources = {e["key"]: e["source"] for e in report["config"]}
+    assert sources["pose.workers"] == sources["recording.buffer_s"] == "file"
+    assert sources["live.delay_s"] == sources["webrtc.host_candidates"] == "file"
+    assert sources["capture.source"] == sources["server.port"] == "cli"
+    assert sources["capture.loop"] == sources["server.host"] == "cli"
+    assert sources["video.bitrate_kbps"] == sources["share.base_url"] == "default"
+    assert report["camera"]["state"] == "running" and report["camera"]["fps"] > 0
+    assert report["pose"]["workers"] == 1 and report["pose"]["fps"] > 0
+    assert report["devices"] and all(d["name"] == "tablet" for d in report["devices"])

@@ -106,6 +106,7 @@ class _Feed:
     frames = _Frames()
     info = None
     epoch = None
+    delay_s = 0.0  # a live (not delayed) feed
 
 
 class _Channel:

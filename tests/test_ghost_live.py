@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 
 from climbd.ghost import KIND_GHOST, GhostMessage, decode_ghost
-from climbd.streaming.viewer import Viewer
 from tests.conftest import STEEPWALL, auth_headers, http, run_in_private_netns
 from tests.replay_support import CHROMIUM, NAMES, Env, chromium, start_daemon, wait_js
+from tests.whep_viewer import Viewer
 
 pytestmark = [pytest.mark.browser, pytest.mark.timing]  # wall-clock rates and delays
 

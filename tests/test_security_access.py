@@ -32,6 +32,7 @@ from climbd.config import Config
 from climbd.security import crypto
 from climbd.security.access import NOT_SESSION_SCOPED, session_resource
 from climbd.services import Services
+from climbd.visibility import SYSTEM, viewing
 from tests.securitykit import FAST_SCRYPT, Agent, new_code, secure_daemon, wait_frames
 
 pytestmark = pytest.mark.integration
@@ -48,7 +49,11 @@ ANONYMOUS_ROUTES = {
     ("POST", "/api/auth/logout"),         # ending one's own session
     ("OPTIONS", "/api/whep"),             # CORS preflight (WHEP §4.3): no credentials
     ("GET", "/api/whep"),                 # 204, no representation
+    ("OPTIONS", "/api/whep/delayed"),     # the same for the delayed live view
+    ("GET", "/api/whep/delayed"),
     ("OPTIONS", "/api/whep/{id}"),        # CORS preflight
+    ("OPTIONS", "/api/whep/delayed"),     # CORS preflight of the delayed view, as /api/whep
+    ("GET", "/api/whep/delayed"),         # 204, no representation, as /api/whep
 }
 #: Non-API routes (method, template) and their rule: the web UI's static files, the pairing
 #: page, and share links (capability URLs checked by their handler).
@@ -221,19 +226,21 @@ async def test_a_private_session_is_invisible_to_other_devices(tmp_path: Path,
         await b.pair(await new_code(daemon), "climber B")
         await wait_frames(daemon)
         _, s1 = await a.req("POST", "/api/recordings/save-last", json={"seconds": 1})
-        _, s2 = await a.req("POST", "/api/recordings/save-last", json={"seconds": 1})
+        _, s2 = await b.req("POST", "/api/recordings/save-last", json={"seconds": 1})
         sid, public = s1["id"], s2["id"]
-        await daemon.db.append_poses(sid, *_synthetic_poses(), frame_count=30, duration_s=1.0)
+        with viewing(SYSTEM):
+            await daemon.db.append_poses(sid, *_synthetic_poses(), frame_count=30,
+                                         duration_s=1.0)
 
         status, priv = await a.req("PUT", f"/api/sessions/{sid}/privacy", json={"private": True})
         assert status == 200 and priv == {"session_id": sid, "private": True,
                                           "owner_device_id": a_id}
         status, _ = await b.req("PUT", f"/api/sessions/{public}/privacy",
                                 json={"private": False})
-        assert status == 200  # B claims the public one (unowned until now)
+        assert status == 200  # B recorded it
         status, _ = await a.req("PUT", f"/api/sessions/{public}/privacy",
                                 json={"private": True})
-        assert status == 403  # owned by B now
+        assert status == 403  # owned by B
 
         _, export = await a.req("POST", f"/api/sessions/{sid}/exports", json={"kind": "video"})
         export = await _poll_export(a, export["id"])
@@ -292,7 +299,7 @@ async def test_a_private_session_is_invisible_to_other_devices(tmp_path: Path,
 async def _ghost_replies(agent: Agent, sid: int) -> list[dict[str, Any]]:
     """Open a live viewer as ``agent``, ask its data channel for the ghost of ``sid``, and
     return the text replies (hello excluded)."""
-    from climbd.streaming.viewer import Viewer
+    from tests.whep_viewer import Viewer
 
     viewer = Viewer(decode=False)
     try:

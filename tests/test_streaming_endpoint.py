@@ -18,8 +18,8 @@ from climbd.broadcast import Broadcast
 from climbd.config import VideoConfig, WebRTCConfig
 from climbd.pose import NUM_LANDMARKS, Pose
 from climbd.streaming import OfferError, UnknownViewer, ViewerLimitReached, WhepEndpoint
-from climbd.streaming.viewer import Viewer
 from climbd.video import EncodedPacket, VideoEncoder
+from tests.whep_viewer import Viewer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timing]  # wall-clock rates and delays
 

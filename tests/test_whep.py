@@ -26,8 +26,8 @@ import pytest
 from aioice import stun
 
 from climbd.streaming.landmarks import LandmarkMessage, decode_message
-from climbd.streaming.viewer import Viewer
 from tests.conftest import REPO, STEEPWALL, DaemonProcess, async_wait_until, auth_headers
+from tests.whep_viewer import Viewer
 
 pytestmark = [pytest.mark.media, pytest.mark.timing]  # wall-clock rates and delays
 
@@ -382,7 +382,7 @@ async def test_a_viewer_that_never_completes_ice_is_dropped(
 
 VANISHING_VIEWER = """
 import asyncio, sys, aiohttp
-from climbd.streaming.viewer import Viewer
+from tests.whep_viewer import Viewer
 
 async def main():
     v = Viewer()

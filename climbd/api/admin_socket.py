@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -42,7 +41,7 @@ from typing import Any
 from aiohttp import web
 
 from climbd.api.security import SECURITY, SecurityState
-from climbd.security import crypto
+from climbd.security import crypto, jsonsafe
 from climbd.security.access import TOKEN_SCOPES
 from climbd.security.connections import owner_key
 from climbd.security.store import AuthStore
@@ -116,7 +115,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
     raw = await request.content.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(raw))
-    data = json.loads(raw or b"{}")
+    data = jsonsafe.loads(raw or b"{}")
     if not isinstance(data, dict):
         raise ValueError("the body must be a JSON object")
     return data

@@ -16,8 +16,9 @@ Flows (details and trade-offs in THREAT_MODEL.md):
 - **API tokens** (``Authorization: Bearer climbd_...``) with a scope (``trigger``, ``read``,
   ``viewer``), made by the admin here or with ``climbd token create`` on the appliance.
   Revoking a token or unpairing a device closes its live connections at once.
-- **Private sessions**: ``PUT /api/sessions/{id}/privacy`` by the owner device (the first
-  device to claim an unowned session) or the admin.
+- **Private sessions**: ``PUT /api/sessions/{id}/privacy`` by the owner device (the one
+  that started the recording) or the admin; sessions of the box (GPIO, hands-free, API
+  tokens, ingest) only by the admin.
 
 Pairing-code guesses, admin logins and ``climbd pair`` codes have separate attempt budgets
 (:class:`climbd.api.security.SecurityState`).
@@ -522,8 +523,8 @@ async def get_privacy(request: web.Request) -> web.Response:
                                         owner_device_id=rec.owner_device_id).model_dump())
 
 
-@operation("Make a session private to its owner device (or public again); an unowned "
-           "session becomes the caller's", tags=("sessions",), request=PrivacyRequest,
+@operation("Make a session private to its owner device (or public again): the device that "
+           "recorded it, or the admin", tags=("sessions",), request=PrivacyRequest,
            max_body=MAX_AUTH_BODY,
            responses={200: ("Privacy", PrivacyOut), 403: ("Owned by another device", ErrorBody),
                       404: _ERR, 422: _ERR}, access="wall")
@@ -546,8 +547,10 @@ async def set_privacy(request: web.Request, body: PrivacyRequest) -> web.Respons
         if me_id is None or gives_away:
             return error_response(403, "forbidden", "only the admin can give a session to "
                                   "another device")
-        if rec.owner_device_id not in (None, me_id):
-            return error_response(403, "forbidden", "this session belongs to another device")
+        if rec.owner_device_id != me_id:
+            # started by another device, an API token or the box (GPIO, hands-free)
+            return error_response(403, "forbidden", "only the device that recorded this "
+                                  "session, or the admin, can change its privacy")
         owner = me_id
     await store.set_privacy(sid, private=body.private, owner_device_id=owner)
     return web.json_response(PrivacyOut(session_id=sid, private=body.private,

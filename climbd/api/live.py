@@ -40,11 +40,12 @@ from pydantic import ValidationError
 from climbd.api.keys import CONFIG, LIVE, RECORDER
 from climbd.api.openapi import operation
 from climbd.api.schemas import SaveLastRequest, StartRequest
-from climbd.api.security import message_bucket
+from climbd.api.security import message_bucket, principal_of
 from climbd.api.sessions import session_out
 from climbd.api.whep import Problem, endpoint_of, problem
 from climbd.errors import ClimbdError
 from climbd.recording import Recorder
+from climbd.security import jsonsafe
 from climbd.security.ratelimit import TokenBucket
 from climbd.streaming import WhepEndpoint
 from climbd.streaming.landmarks import hello_message, pack_message
@@ -78,8 +79,10 @@ class _LiveClient:
     """One WebSocket client: reader loop plus status and landmark pushers."""
 
     def __init__(self, ws: web.WebSocketResponse, recorder: Recorder, endpoint: WhepEndpoint,
-                 bucket: TokenBucket | None = None):
+                 bucket: TokenBucket | None = None,
+                 owner: tuple[int | None, int | None] = (None, None)):
         self.ws = ws
+        self.owner = owner  # (device id, token id) recordings started here belong to
         self.bucket = bucket  # client messages per second (security.messages_per_s)
         self.recorder = recorder
         self.endpoint = endpoint
@@ -134,7 +137,7 @@ class _LiveClient:
             await self._error("too-large", f"message longer than {MAX_MESSAGE} bytes", None)
             return
         try:
-            data = json.loads(text)
+            data = jsonsafe.loads(text)  # nesting limit: no RecursionError
         except ValueError:
             await self._error("bad-json", "message is not JSON", None)
             return
@@ -161,7 +164,8 @@ class _LiveClient:
                 self._start_landmarks() if want else self._stop_landmarks()
                 await self.send_json({"type": "ack", "id": msg_id, "request": kind})
             elif kind == "start_recording":
-                rec = await recorder.start(**StartRequest.model_validate(data).model_dump())
+                rec = await recorder.start(**StartRequest.model_validate(data).model_dump(),
+                                           owner=self.owner)
                 await self._ack(kind, msg_id, rec)
             elif kind == "stop_recording":
                 if data:
@@ -172,7 +176,7 @@ class _LiveClient:
                 body = SaveLastRequest.model_validate(data)
                 rec = await recorder.save_last(body.seconds, name=body.name,
                                                description=body.description,
-                                               climber=body.climber)
+                                               climber=body.climber, owner=self.owner)
                 await self._ack(kind, msg_id, rec)
             else:
                 await self._error("unknown-type", f"unknown message type {kind[:40]!r}", msg_id)
@@ -260,8 +264,8 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
     sockets.add(ws)
     try:
         await ws.prepare(request)
-        await _LiveClient(ws, request.app[RECORDER], endpoint,
-                         message_bucket(request.app)).run()
+        await _LiveClient(ws, request.app[RECORDER], endpoint, message_bucket(request.app),
+                          owner=principal_of(request).owner).run()
     finally:
         sockets.discard(ws)
     return ws

@@ -12,7 +12,6 @@ exist; ``tests/test_openapi.py`` checks the converse (every ``/api`` route is do
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
+
+from climbd.security import jsonsafe
 
 __all__ = ["ACCESS", "MAX_JSON_BODY", "OPENAPI", "DocumentCache", "Handler", "Operation",
            "build_document", "operation", "read_json"]
@@ -53,17 +54,24 @@ async def read_json(request: web.Request, max_body: int | None = None) -> dict[s
     """The request's JSON object body ({} when empty).
 
     Raises:
-        web.HTTPRequestEntityTooLarge: longer than ``max_body`` bytes (declared length).
-        web.HTTPBadRequest: not JSON, or not an object.
+        web.HTTPRequestEntityTooLarge: longer than ``max_body`` bytes, declared or counted (a
+            chunked body has no Content-Length: its bytes are counted as they arrive).
+        web.HTTPBadRequest: not JSON (also: nested deeper than
+            :data:`climbd.security.jsonsafe.MAX_DEPTH`), or not an object.
     """
     if max_body is not None and (request.content_length or 0) > max_body:
         raise web.HTTPRequestEntityTooLarge(max_size=max_body,
                                             actual_size=request.content_length or 0)
-    raw = await request.read()
+    if max_body is not None:
+        raw = await request.content.read(max_body + 1)
+        if len(raw) > max_body:
+            raise web.HTTPRequestEntityTooLarge(max_size=max_body, actual_size=len(raw))
+    else:
+        raw = await request.read()
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
+        data = jsonsafe.loads(raw)  # a nesting limit: never a RecursionError
     except (ValueError, UnicodeDecodeError) as exc:
         raise web.HTTPBadRequest(text=f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

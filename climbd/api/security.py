@@ -40,6 +40,7 @@ Local trust is a deliberate trade-off, documented in THREAT_MODEL.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -51,7 +52,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from climbd.api.keys import AUTH_STORE, CONFIG, DB
+from climbd.api.keys import AUTH_STORE, CONFIG, DB, LIVE
 from climbd.config import SecurityConfig
 from climbd.ids import parse_id
 from climbd.security import crypto
@@ -62,7 +63,7 @@ from climbd.security.access import (
     Principal,
     session_resource,
 )
-from climbd.security.connections import LiveConnections
+from climbd.security.connections import LiveConnections, TooManyLive, owner_key
 from climbd.security.hosts import (
     HostPolicy,
     is_loopback_address,
@@ -105,6 +106,7 @@ CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: (method, route template) of requests that open a live connection (signalling limit).
 SIGNALLING: frozenset[tuple[str, str]] = frozenset({("POST", "/api/whep"),
+                                                    ("POST", "/api/whep/delayed"),
                                                     ("GET", "/api/live")})
 #: Content-Security-Policy of the web UI (CSP Level 3). ``{ws}`` becomes the request's own
 #: ``ws://host wss://host``, since older Safari does not let ``'self'`` cover WebSockets.
@@ -517,7 +519,63 @@ async def security_middleware(
             refused = await _check_session(request, state, template)
             if refused is not None:
                 return refused
+        if template is not None and (request.method, template) in SIGNALLING:
+            return await _live(request, state, principal, template, websocket, handler)
         return await handler(request)
+
+
+async def _live(request: web.Request, state: SecurityState, principal: Principal,
+                template: str, websocket: bool,
+                handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                ) -> web.StreamResponse:
+    """Open a live connection for ``principal``: refuse it beyond the per-device cap, and
+    register how to close it when the device is unpaired or the token revoked."""
+    owner = owner_key(*principal.owner)
+    kind: Literal["ws", "whep"] = "ws" if template == "/api/live" else "whep"
+    try:
+        state.live.check(owner, kind)
+    except TooManyLive as exc:
+        state.note(f"live-cap-{kind}", "refused a live connection of %s: %s", owner, exc)
+        return _refuse(429, "too_many_live_connections", str(exc), {"Retry-After": "5"})
+    if kind == "ws":
+        if not websocket:
+            return await handler(request)
+        transport = request.transport
+
+        async def close_socket() -> None:
+            if transport is not None:
+                transport.close()  # the WebSocket ends at once, whatever it was doing
+
+        handle = state.live.register(
+            owner, "ws", close_socket,
+            alive=lambda: transport is not None and not transport.is_closing())
+        try:
+            return await handler(request)
+        finally:
+            state.live.unregister(owner, handle)
+    response = await handler(request)
+    endpoint = request.app.get(LIVE)
+    location = response.headers.get("Location", "")
+    if response.status == 201 and endpoint is not None and location.startswith("/api/whep/"):
+        viewer_id = location.rsplit("/", 1)[1]
+
+        async def close_viewer() -> None:
+            with contextlib.suppress(Exception):  # it may have ended meanwhile
+                await endpoint.delete(viewer_id)
+
+        def viewer_alive() -> bool:
+            try:
+                endpoint.get(viewer_id)
+            except Exception:
+                return False
+            return True
+
+        try:
+            state.live.register(owner, "whep", close_viewer, alive=viewer_alive)
+        except TooManyLive as exc:  # another offer of this owner won the race
+            await close_viewer()
+            return _refuse(429, "too_many_live_connections", str(exc), {"Retry-After": "5"})
+    return response
 
 
 # -- response headers ----------------------------------------------------------------------

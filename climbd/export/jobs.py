@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import math
@@ -54,6 +55,7 @@ from climbd.errors import (
     StorageError,
 )
 from climbd.export.common import ExportResult, Progress, ShouldStop, never
+from climbd.security import scope
 from climbd.statedir import EXPORTS_DIR, StateDir
 from climbd.storage import Database, SessionRecord
 from climbd.storage.exports import EXPORT_KINDS, ExportNotFound, ExportRecord, ExportStore
@@ -199,6 +201,9 @@ class ExportManager:
         self._jobs: dict[int, _Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._listeners: dict[int, list[Callable[[int, int], None]]] = {}
+        #: who asked for each waiting/running export (their session-visibility scope): the
+        #: job runs as its requester, not as whoever's request happened to start it
+        self._requesters: dict[int, scope.Viewer | None] = {}
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -310,6 +315,7 @@ class ExportManager:
                              "waiting: try again later")
         rec = await self.store.create(session_id, kind, start_s=start_s, end_s=end_s,
                                       speed=speed)
+        self._requesters[rec.id] = scope.current()
         self._queue.append(rec.id)
         log.info("export %d queued: session %d %s [%s, %s] speed %g", rec.id, session_id,
                  kind, start_s, end_s, speed, extra={"session_id": session_id})
@@ -321,7 +327,10 @@ class ExportManager:
             export_id = self._queue.popleft()
             job = _Job(export_id)
             self._jobs[export_id] = job
-            task = asyncio.create_task(self._run(job), name=f"export-{export_id}")
+            # a fresh context: the task must not inherit the viewer of the request (or the
+            # finished export) that happened to call _pump; _run enters its requester's
+            task = asyncio.create_task(self._run_as_system(job), name=f"export-{export_id}",
+                                       context=contextvars.Context())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -418,14 +427,26 @@ class ExportManager:
         return path
 
     # -- running ---------------------------------------------------------------------------
+    async def _run_as_system(self, job: _Job) -> None:
+        """:meth:`_run` as the appliance; only reading the session is done as the
+        requester."""
+        with scope.viewing(scope.SYSTEM):
+            await self._run(job)
+
     async def _run(self, job: _Job) -> None:
         export_id = job.export_id
+        requester = self._requesters.pop(export_id, None)
         try:
             try:
+                rec = await self.store.get(export_id)
+                with scope.viewing(requester):
+                    session = await self.db.get_session(rec.session_id)
                 rec = await self.store.update(export_id, status="running", owner_pid=os.getpid())
-                session = await self.db.get_session(rec.session_id)
-            except (ExportError, SessionNotFound) as exc:  # deleted while queued
+            except (ExportError, SessionNotFound) as exc:  # deleted (or hidden) while queued
                 log.info("export %d dropped before it started: %s", export_id, exc)
+                with contextlib.suppress(Exception):
+                    await self.store.update(export_id, status="failed",
+                                            error=f"not started: {exc}")
                 return
             directory = self.export_dir(export_id)
             out = directory / output_name(session, rec.kind, rec.start_s, rec.end_s, rec.speed)

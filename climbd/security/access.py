@@ -61,7 +61,8 @@ assert TOKEN_SCOPES == store.TOKEN_SCOPES
 SCOPE_ROLE: dict[str, Role] = {"trigger": "token", "read": "wall", "viewer": "wall",
                                "admin": "admin"}
 #: Route templates of the live view (a ``viewer`` token may use them, a ``read`` one not).
-LIVE_ROUTES: frozenset[str] = frozenset({"/api/whep", "/api/whep/{id}", "/api/live",
+LIVE_ROUTES: frozenset[str] = frozenset({"/api/whep", "/api/whep/{id}", "/api/whep/delayed",
+                                         "/api/live",
                                          "/api/live/stats", "/api/ghost/stats"})
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 

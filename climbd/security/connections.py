@@ -55,28 +55,42 @@ class LiveConnections:
 
     def __init__(self, per_owner: dict[str, int] | None = None):
         self.per_owner: dict[str, int] = dict(per_owner or {})
-        self._open: dict[str, dict[int, tuple[Kind, Closer]]] = {}
+        self._open: dict[str, dict[int, tuple[Kind, Closer, Callable[[], bool]]]] = {}
         self._next = 0
 
     def count(self, owner: str | None, kind: Kind) -> int:
-        """How many live connections of ``kind`` ``owner`` holds."""
+        """How many live connections of ``kind`` ``owner`` holds (ended ones, whose
+        ``alive()`` is False, are forgotten here)."""
         if owner is None:
             return 0
-        return sum(1 for k, _ in self._open.get(owner, {}).values() if k == kind)
+        conns = self._open.get(owner, {})
+        for handle, (_, _, alive) in list(conns.items()):
+            if not alive():
+                del conns[handle]
+        return sum(1 for k, _, _ in conns.values() if k == kind)
 
-    def register(self, owner: str | None, kind: Kind, close: Closer) -> int:
+    def check(self, owner: str | None, kind: Kind) -> None:
+        """Raise :class:`TooManyLive` if ``owner`` may not open one more ``kind``."""
+        cap = self.per_owner.get(kind)
+        if owner is not None and cap is not None and self.count(owner, kind) >= cap:
+            raise TooManyLive(kind, cap)
+
+    def register(self, owner: str | None, kind: Kind, close: Closer,
+                 alive: Callable[[], bool] = lambda: True) -> int:
         """Add a connection; returns a handle for :meth:`unregister` (-1 for no owner).
+
+        Args:
+            close: ends the connection (awaited by :meth:`cut_off`).
+            alive: False once the connection ended by itself (then it no longer counts).
 
         Raises:
             TooManyLive: ``owner`` already holds its cap of ``kind``.
         """
         if owner is None:
             return -1
-        cap = self.per_owner.get(kind)
-        if cap is not None and self.count(owner, kind) >= cap:
-            raise TooManyLive(kind, cap)
+        self.check(owner, kind)
         self._next += 1
-        self._open.setdefault(owner, {})[self._next] = (kind, close)
+        self._open.setdefault(owner, {})[self._next] = (kind, close, alive)
         return self._next
 
     def unregister(self, owner: str | None, handle: int) -> None:
@@ -93,7 +107,7 @@ class LiveConnections:
         """Close every live connection of ``owner`` (its device was unpaired or its token
         revoked); returns how many were closed. A failing close is logged, not raised."""
         conns = self._open.pop(owner, {})
-        for kind, close in conns.values():
+        for kind, close, _ in conns.values():
             try:
                 await close()
             except Exception as exc:  # one broken peer must not keep the others open

@@ -12,8 +12,7 @@ Modules are named after the objects of the specifications they implement:
 - :mod:`.delay` — the delayed live view: buffered packets and poses replayed N s late;
 - :mod:`.keyframes` — rate-limited IDR requests (new viewers, PLI/FIR);
 - :mod:`.ice` — ``RTCIceServer`` list and host-candidate restriction;
-- :mod:`.viewer` — a receive-only Python viewer (diagnostics, tests, ``bench/bench_live.py``);
-- :mod:`.errors` — the live view's errors (no HTTP status codes here).
+- :mod:`.errors` — re-exports the live view's errors from :mod:`climbd.errors`.
 
 No HTTP here: :mod:`climbd.api.whep` and :mod:`climbd.api.live` are the aiohttp faces.
 """

@@ -28,6 +28,7 @@ from typing import Any
 
 from aiortc import RTCDataChannel
 
+from climbd.security import jsonsafe
 from climbd.security.ratelimit import TokenBucket
 from climbd.streaming.feed import LandmarkSource
 from climbd.streaming.landmarks import hello_message, pack_message
@@ -89,8 +90,8 @@ class LandmarkChannel:
         self._task: asyncio.Task[None] | None = None
         self._hello_origin: int | None = None
         self._last_hello = 0.0
-        self._error_tokens = ERROR_REPLIES_PER_S
-        self._error_refill = time.monotonic()
+        self._error_bucket = TokenBucket(ERROR_REPLIES_PER_S, ERROR_REPLIES_PER_S,
+                                         time.monotonic())
         self.sent = 0
         self.skipped = 0
         self.bytes_sent = 0
@@ -198,7 +199,7 @@ class LandmarkChannel:
             return self._error(f"message longer than {MAX_CLIENT_MESSAGE} characters",
                                "too-large")
         try:
-            data = json.loads(message)
+            data = jsonsafe.loads(message)  # nesting limit: no RecursionError
         except ValueError:
             return self._error("message is not JSON", "bad-json")
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
@@ -224,14 +225,8 @@ class LandmarkChannel:
 
     def _error(self, text: str, code: str) -> dict[str, Any] | None:
         self.malformed += 1
-        now = time.monotonic()
-        self._error_tokens = min(ERROR_REPLIES_PER_S,
-                                 self._error_tokens + (now - self._error_refill)
-                                 * ERROR_REPLIES_PER_S)
-        self._error_refill = now
-        if self._error_tokens < 1:
+        if not self._error_bucket.take(time.monotonic()):
             return None
-        self._error_tokens -= 1
         if self.malformed <= 3 or self.malformed % 100 == 0:
             log.info("live viewer sent a bad data-channel message (%s): %s", code, text)
         return {"type": "error", "code": code, "error": text}

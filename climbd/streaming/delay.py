@@ -159,13 +159,16 @@ class DelayLine:
     def _take_start(self) -> bool:
         """Queue the buffered packets from the first keyframe captured at or after
         ``now - delay_s`` (so the first picture is due now or within one GOP, never
-        overdue: no burst), else from the newest keyframe before it. False: nothing yet."""
+        overdue: no burst). False: no such keyframe buffered yet (retried on the next pull)."""
         at = self._clock() - self._offset_s()
         key = self._history.start_keyframe(at)
         if key is None:
             return False
         packets = self._history.packets_since(key)
-        first = next((i for i, p in enumerate(packets) if p.keyframe and p.timestamp >= at), 0)
+        first = next((i for i, p in enumerate(packets) if p.keyframe and p.timestamp >= at),
+                     None)
+        if first is None:
+            return False  # the next keyframe is not captured yet: wait for it (no burst)
         packets = packets[first:]
         self._queue.extend(packets)
         self._taken_ts = packets[-1].timestamp

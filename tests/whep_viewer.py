@@ -1,4 +1,5 @@
-"""A receive-only WHEP viewer in Python (aiortc): diagnostics, tests and benchmarks.
+"""A receive-only WHEP viewer in Python (aiortc) for tests and benchmarks (moved out of the
+package: the appliance never runs it).
 
 It does the WebRTC half of a viewer; the HTTP half (POST the offer, DELETE the session) is up
 to the caller, so this package stays free of HTTP code::
