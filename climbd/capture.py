@@ -278,26 +278,40 @@ class AvSource:
     def _copy_packet(self, packet: av.Packet | None) -> Frame | None:
         """Collect demuxed packets into access units; return a Frame per complete one.
 
-        FFmpeg's RTSP demuxer may split one frame of several slices into packets with the
-        same pts (the first possibly with none), so a frame is complete when a packet with
-        another pts arrives: passthrough holds one frame (one frame period of latency).
-        ``None`` (end of a file) flushes the last one.
+        MP4/MKV (avcC) packets are whole access units. An Annex-B demuxer (RTSP, V4L2,
+        raw ``.h264``) may split one frame of several slices into several packets (the
+        first possibly without pts), so a packet starts a new access unit when it has an
+        access unit delimiter, its first slice has ``first_mb_in_slice == 0``, or its pts
+        differs (ITU-T H.264 §7.4.1.2.3); the previous unit is complete then, which costs
+        passthrough one frame period of latency. ``None`` (end of a file) flushes it.
         """
         au = self._au
-        if packet is not None:
-            if packet.dts is not None and packet.pts is not None \
-                    and packet.dts != packet.pts and not self._b_frames:
-                self._b_frames = True  # reordered frames: info changes at the next keyframe
-            au_pts = next((p.pts for p in au if p.pts is not None), None)
-            if not au or au_pts is None or packet.pts == au_pts:
-                au.append(packet)
-                return None
-            self._au = [packet]
-        else:
+        if packet is None:
             self._au = []
-        if not au:
-            return None
-        return self._copy_unit(au)
+            return self._copy_unit(au) if au else None
+        if packet.dts is not None and packet.pts is not None \
+                and packet.dts != packet.pts and not self._b_frames:
+            self._b_frames = True  # reordered frames: info changes at the next keyframe
+        if self._bsf is not None:
+            return self._copy_unit([packet])
+        if au and _has_slice(au) and self._starts_unit(packet, au):
+            self._au = [packet]
+            return self._copy_unit(au)
+        au.append(packet)
+        return None
+
+    @staticmethod
+    def _starts_unit(packet: av.Packet, au: list[av.Packet]) -> bool:
+        au_pts = next((p.pts for p in au if p.pts is not None), None)
+        if packet.pts is not None and au_pts is not None and packet.pts != au_pts:
+            return True
+        for unit in nal_units(bytes(packet)):
+            kind = unit[0] & 0x1F
+            if kind == 9:                      # access unit delimiter
+                return True
+            if kind in (1, 5):                 # first slice: first_mb_in_slice ue(v) == 0
+                return len(unit) > 1 and bool(unit[1] & 0x80)
+        return True  # parameter sets / SEI without a slice open the next access unit
 
     def _copy_unit(self, au: list[av.Packet]) -> Frame | None:
         first = next((p for p in au if p.pts is not None), au[0])
@@ -379,6 +393,11 @@ class AvSource:
         """Close the container (idempotent)."""
         with contextlib.suppress(av.FFmpegError):
             self._container.close()
+
+
+def _has_slice(au: list[av.Packet]) -> bool:
+    """True if the packets hold a coded slice (NAL type 1 or 5)."""
+    return any(u[0] & 0x1F in (1, 5) for p in au for u in nal_units(bytes(p)))
 
 
 def source_options(spec: str, config: CaptureConfig) -> dict[str, str]:

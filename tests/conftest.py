@@ -343,7 +343,16 @@ class DaemonProcess:
                 return dict(last)
             return None
 
-        return wait_until(ready, timeout, 0.2, lambda: f"daemon not ready: {last}\n{self.log()}")
+        health = wait_until(ready, timeout, 0.2, lambda: f"daemon not ready: {last}\n{self.log()}")
+        if self.base not in ADMIN_TOKENS:  # health answered before the admin socket was made
+            sock = self.state_dir / "admin.sock"
+            deadline = time.monotonic() + 30
+            while not sock.exists() and self.proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if sock.exists() and self.proc.poll() is None:
+                self.token = admin_token(self.state_dir, timeout=5)
+                ADMIN_TOKENS[self.base] = self.token
+        return health
 
     def health_until(self, predicate: Callable[[dict[str, Any]], object], timeout: float = 30.0
                      ) -> dict[str, Any]:

@@ -242,3 +242,37 @@ def test_camera_killed_for_10_s_reconnects_and_the_recording_keeps_every_frame(
         assert PASSWORD not in blob and f"{USER}:" not in blob
     finally:
         notify.close()
+
+
+def test_camera_back_with_another_size_finalises_the_recording_at_the_drop(
+        tmp_path: Path, cameras: list[RtspCamera], daemon_factory: Any) -> None:
+    """One MP4 track cannot change size: the recording ends cleanly at the drop with every
+    frame it had, and the next recording takes the new size."""
+    cam = RtspCamera(tmp_path, fps=FPS, gop=FPS)
+    cameras.append(cam)
+    cam.start()
+    cfg = tmp_path / "climbd.toml"
+    cfg.write_text(f'[capture]\nsource = "{cam.url()}"\nretry_max_s = 4.0\n'
+                   '[video]\nencoder = "copy"\n[pose]\nenabled = false\n')
+    d = daemon_factory(cam.url(), "--config", str(cfg), loop=False)
+    d.wait_ready(60, capture=False)
+    wait_for(lambda: _health(d)["capture"]["frames"] > 2 * FPS, 30, "capture running")
+    status, started = d.post("/api/recordings/start", {"pre_roll_s": 0})
+    assert status == 201, started
+    wait_for(lambda: _health(d)["recording"]["frames"] >= 2 * FPS, 10, "2 s recorded")
+    cam.kill()
+    wait_for(lambda: _health(d)["capture"]["state"] == "lost", 20, "capture lost")
+    had = _health(d)["recording"]["frames"]
+    cam.args.update(width=480, height=272)
+    cam.start()
+    wait_for(lambda: _health(d)["recording"]["state"] == "idle", 40, "recording finalised")
+    status, done = d.get(f"/api/sessions/{started['id']}")
+    assert status == 200 and done["status"] == "completed", done
+    assert done["frame_count"] == had and (done["width"], done["height"]) == (640, 360)
+    video = d.state_dir / "sessions" / str(started["id"]) / "video.mp4"
+    assert probe(video).frames == had
+    assert "different video parameters" in d.log_path.read_text()
+    status, again = d.post("/api/recordings/start", {"pre_roll_s": 0})
+    assert status == 201 and (again["width"], again["height"]) == (480, 272), again
+    status, again = d.post("/api/recordings/stop")
+    assert status == 200 and again["status"] == "completed", again
