@@ -47,10 +47,10 @@ def cameras(tmp_path: Path) -> Iterator[list[RtspCamera]]:
         cam.stop()
 
 
-@pytest.mark.parametrize("transport", ["tcp", "udp"])
+@pytest.mark.parametrize(("transport", "rate"), [("tcp", 30), ("udp", 25)])
 def test_frames_at_the_camera_rate(tmp_path: Path, cameras: list[RtspCamera],
-                                   transport: str) -> None:
-    cam = RtspCamera(tmp_path, USER, PASSWORD, fps=FPS)
+                                   transport: str, rate: int) -> None:
+    cam = RtspCamera(tmp_path, USER, PASSWORD, fps=rate)
     cameras.append(cam)
     cam.start()
     cfg = CaptureConfig(source=cam.url(), rtsp_transport=transport)  # type: ignore[arg-type]
@@ -59,20 +59,21 @@ def test_frames_at_the_camera_rate(tmp_path: Path, cameras: list[RtspCamera],
                            lambda f: frames.append((time.monotonic(), f)), cfg)
     worker.start()
     try:
-        wait_for(lambda: len(frames) >= 30, 20, "first second of frames")
+        wait_for(lambda: len(frames) >= rate, 20, "first second of frames")
         n0, t0 = len(frames), time.monotonic()   # after the first second (start-up burst)
         wait_for(lambda: time.monotonic() - t0 >= 3.0, 5, "3 s of capture", poll=0.2)
         n1, t1 = len(frames), time.monotonic()
-        rate = (n1 - n0) / (t1 - t0)
-        assert FPS * 0.9 <= rate <= FPS * 1.1, rate
+        measured = (n1 - n0) / (t1 - t0)
+        assert rate * 0.9 <= measured <= rate * 1.1, measured
         # the health figure: frames per second of capture time over a sliding window
-        assert FPS * 0.9 <= worker.fps <= FPS * 1.1, worker.fps
+        assert rate * 0.9 <= worker.fps <= rate * 1.1, worker.fps
         assert worker.state is CaptureState.RUNNING and worker.error is None
+        assert worker.source_fps == rate   # the stream's nominal rate, not the config's
         # timestamps follow the camera's own clock: evenly spaced even when packets come
         # in bursts (after the first second)
         ts = [f.timestamp for _, f in frames[n0:n1]]
         steps = [b - a for a, b in itertools.pairwise(ts)]
-        assert min(steps) > 0 and max(steps) < 3.0 / FPS
+        assert min(steps) > 0 and max(steps) < 3.0 / rate
         assert [f.number for _, f in frames] == list(range(len(frames)))
         image = frames[-1][1].image
         assert image is not None and (image.width, image.height) == (640, 360)
@@ -242,3 +243,37 @@ def test_camera_killed_for_10_s_reconnects_and_the_recording_keeps_every_frame(
         assert PASSWORD not in blob and f"{USER}:" not in blob
     finally:
         notify.close()
+
+
+def test_camera_back_with_another_size_finalises_the_recording_at_the_drop(
+        tmp_path: Path, cameras: list[RtspCamera], daemon_factory: Any) -> None:
+    """One MP4 track cannot change size: the recording ends cleanly at the drop with every
+    frame it had, and the next recording takes the new size."""
+    cam = RtspCamera(tmp_path, fps=FPS, gop=FPS)
+    cameras.append(cam)
+    cam.start()
+    cfg = tmp_path / "climbd.toml"
+    cfg.write_text(f'[capture]\nsource = "{cam.url()}"\nretry_max_s = 4.0\n'
+                   '[video]\nencoder = "copy"\n[pose]\nenabled = false\n')
+    d = daemon_factory(cam.url(), "--config", str(cfg), loop=False)
+    d.wait_ready(60, capture=False)
+    wait_for(lambda: _health(d)["capture"]["frames"] > 2 * FPS, 30, "capture running")
+    status, started = d.post("/api/recordings/start", {"pre_roll_s": 0})
+    assert status == 201, started
+    wait_for(lambda: _health(d)["recording"]["frames"] >= 2 * FPS, 10, "2 s recorded")
+    cam.kill()
+    wait_for(lambda: _health(d)["capture"]["state"] == "lost", 20, "capture lost")
+    had = _health(d)["recording"]["frames"]
+    cam.args.update(width=480, height=272)
+    cam.start()
+    wait_for(lambda: _health(d)["recording"]["state"] == "idle", 40, "recording finalised")
+    status, done = d.get(f"/api/sessions/{started['id']}")
+    assert status == 200 and done["status"] == "completed", done
+    assert done["frame_count"] == had and (done["width"], done["height"]) == (640, 360)
+    video = d.state_dir / "sessions" / str(started["id"]) / "video.mp4"
+    assert probe(video).frames == had
+    assert "different video parameters" in d.log_path.read_text()
+    status, again = d.post("/api/recordings/start", {"pre_roll_s": 0})
+    assert status == 201 and (again["width"], again["height"]) == (480, 272), again
+    status, again = d.post("/api/recordings/stop")
+    assert status == 200 and again["status"] == "completed", again
