@@ -262,7 +262,8 @@ class Daemon:
             return
         from climbd.hardware import GpioButtons
 
-        self.gpio = GpioButtons(self.config.gpio, self)
+        self.gpio = GpioButtons(self.config.gpio, self.recorder,
+                                pre_roll_s=self.config.recording.pre_roll_s)
         self._tasks.append(asyncio.create_task(self.gpio.run(), name="gpio"))
         self.add_health("gpio", self.gpio.health)
 
