@@ -78,7 +78,7 @@ log = logging.getLogger(__name__)
 
 #: Consumer label shown by ``gpioinfo`` next to the lines climbd holds.
 CONSUMER = "climbd"
-#: How often the LED is brought in line with ``daemon.recorder.recording`` (seconds); a
+#: How often the LED is brought in line with ``recorder.recording`` (seconds); a
 #: recording started from a tablet lights the LED within this time.
 LED_POLL_S = 0.25
 
@@ -119,9 +119,10 @@ class GpioButtons:
 
     Args:
         config: the ``[gpio]`` section.
-        daemon: object with ``recorder`` (``start(name=None)``, ``stop()``,
-            ``save_last(seconds)`` coroutines and a ``recording`` bool) and
-            ``config.recording.pre_roll_s``.
+        recorder: the recorder: ``start()``, ``stop()``, ``save_last(seconds)`` coroutines
+            and a ``recording`` bool (:class:`climbd.recording.Recorder`).
+        pre_roll_s: seconds ``save_last`` keeps when a button has no ``save_last_s``
+            (``recording.pre_roll_s``).
         open_chip: the seam to libgpiod; tests pass a fake.
         chip_paths: candidate chips when ``config.chip`` is ``''`` (default: every
             ``/dev/gpiochip*``).
@@ -133,14 +134,16 @@ class GpioButtons:
     def __init__(
         self,
         config: GpioConfig,
-        daemon: Any,
+        recorder: Any,
         *,
+        pre_roll_s: float = 0.0,
         open_chip: ChipOpener = open_gpiod_chip,
         chip_paths: Callable[[], list[str]] = find_chip_paths,
         clock_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         self.config = config
-        self.daemon = daemon
+        self.recorder = recorder
+        self.pre_roll_s = float(pre_roll_s)
         self._open_chip = open_chip
         self._chip_paths = chip_paths
         self._clock_ns = clock_ns
@@ -456,7 +459,7 @@ class GpioButtons:
                 self._sync_led()
 
     async def _execute(self, item: _Action) -> None:
-        recorder = self.daemon.recorder
+        recorder = self.recorder
         if item.action == "toggle_recording":
             if recorder.recording:
                 await recorder.stop()
@@ -469,7 +472,7 @@ class GpioButtons:
         elif item.action == "save_last":
             seconds = item.seconds
             if seconds is None:
-                seconds = float(self.daemon.config.recording.pre_roll_s)
+                seconds = self.pre_roll_s
             await recorder.save_last(seconds)
         else:  # pragma: no cover - the config only allows the actions above
             raise ValueError(f"unknown gpio action {item.action!r}")
@@ -478,7 +481,7 @@ class GpioButtons:
         if self._led_offset is None or self._request is None:
             return
         try:
-            want = bool(self.daemon.recorder.recording)
+            want = bool(self.recorder.recording)
         except Exception:  # the recorder is the daemon's; never let the LED kill the task
             return
         if want == self._led_on:

@@ -142,7 +142,45 @@ function card(s) {
   button.append(thumb, meta);
   button.addEventListener("click", () => openDetail(s.id));
   li.appendChild(button);
+  const strip = attemptStrip(s);
+  if (strip) li.appendChild(strip);
   return li;
+}
+
+// The session's attempts (found from pose: climber leaves the ground → back on it): a
+// thumbnail at lift-off and the duration; a tap replays from the lift-off, "vs previous"
+// opens the compare page with the attempt before it.
+function attemptStrip(s) {
+  const attempts = s.attempts || [];
+  if (!attempts.length || !s.video_url) return null;
+  const ul = document.createElement("div");
+  ul.className = "attempts";
+  ul.setAttribute("role", "group");
+  ul.setAttribute("aria-label", `Attempts in ${s.name}`);
+  attempts.forEach((a, i) => {
+    const item = document.createElement("div");
+    item.className = "attempt-item";
+    const link = document.createElement("a");
+    link.className = "attempt";
+    link.href = `/ui/replay.html?id=${s.id}&t=${a.start_s}`;
+    const dur = a.duration_s === null || a.duration_s === undefined
+      ? "to the end" : formatDuration(a.duration_s);
+    link.setAttribute("aria-label", `Attempt ${i + 1}, ${dur}: replay from lift-off`);
+    const img = document.createElement("img");
+    img.loading = "lazy";
+    img.decoding = "async";
+    img.alt = "";
+    img.src = `/api/sessions/${s.id}/attempts/${i}/thumbnail`;
+    img.addEventListener("error", () => img.remove(), { once: true });
+    link.append(img, text("span", "attempt-label", `#${i + 1} · ${dur}`));
+    const vs = document.createElement("a");
+    vs.className = "attempt-compare";
+    vs.href = `/ui/compare.html?a=${s.id}&at=${i}`;
+    vs.textContent = "vs previous";
+    item.append(link, vs);
+    ul.appendChild(item);
+  });
+  return ul;
 }
 
 function text(tag, cls, content) {
