@@ -43,7 +43,7 @@ from tests.ui_support import (
     wait_js,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timing]  # wall-clock rates and delays
 
 INNER_TESTS = 9
 ADMIN_PIN = "24681357"
