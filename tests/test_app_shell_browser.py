@@ -50,6 +50,7 @@ ADMIN_PIN = "24681357"
 
 
 @pytest.mark.skipif(IN_NETNS, reason="already inside the namespace")
+@pytest.mark.timeout(1500)  # runs a whole suite (the inner tests have their own)
 def test_app_shell_suite_in_a_private_network_namespace() -> None:
     why = netns_available()
     if why:

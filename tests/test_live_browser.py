@@ -56,6 +56,7 @@ TORSO = [11, 12, 23, 24]  # shoulders and hips
 
 
 @pytest.mark.skipif(IN_NETNS, reason="already inside the namespace")
+@pytest.mark.timeout(1500)  # runs a whole suite (the inner tests have their own)
 def test_browser_suite_in_a_private_network_namespace(tmp_path: Path) -> None:
     if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
         pytest.skip("needs root, unshare and ip to make a network namespace")
