@@ -247,3 +247,18 @@ async def test_superposed_draws_a_over_b_at_the_same_offset(
         assert np.hypot(gx[0] - ox[0], gx[1] - ox[1]) < 10, (gx, ox)
         await page.screenshot(path=str(SCREENS / "compare-superposed-1280x800.png"))
         assert not errors, errors
+
+
+def test_attempt_thumbnail_shows_the_lift_off(env: Env, ids: dict[str, Any],
+                                              wall: np.ndarray) -> None:
+    b = ids["b"]
+    status, jpeg = http("GET", f"{env.base}/api/sessions/{b['id']}/attempts/0/thumbnail")
+    assert status == 200 and jpeg[:2] == b"\xff\xd8"
+    img = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR),
+                       cv2.COLOR_BGR2RGB).astype(float)
+    small = cv2.resize(wall, (img.shape[1], img.shape[0]))
+    assert np.abs(img - small).mean() > 3, "the lift-off frame shows the climber, not the wall"
+    status, _ = http("GET", f"{env.base}/api/sessions/{b['id']}/attempts/7/thumbnail")
+    assert status == 404
+    status, _ = http("GET", f"{env.base}/api/sessions/{b['id']}/attempts/x/thumbnail")
+    assert status == 404

@@ -150,6 +150,36 @@ function card(s) {
 // The session's attempts (found from pose: climber leaves the ground → back on it): a
 // thumbnail at lift-off and the duration; a tap replays from the lift-off, "vs previous"
 // opens the compare page with the attempt before it.
+// The detail dialog: each attempt's headline metrics (climbd/attempts/metrics.py).
+function showAttemptMetrics(s) {
+  let box = document.getElementById("detail-attempts");
+  if (!box) {
+    box = document.createElement("ul");
+    box.id = "detail-attempts";
+    box.className = "detail-attempts";
+    box.setAttribute("aria-label", "Attempts");
+    $("detail-facts").after(box);
+  }
+  box.replaceChildren();
+  (s.attempts || []).forEach((a, i) => {
+    const m = a.metrics || {};
+    const parts = [
+      m.time_on_wall_s !== null && m.time_on_wall_s !== undefined ? `${formatDuration(m.time_on_wall_s)} on the wall` : "",
+      m.height_gained_m !== null && m.height_gained_m !== undefined ? `${m.height_gained_m.toFixed(2)} m up` : "",
+      m.hip_path_m !== null && m.hip_path_m !== undefined ? `hip path ${m.hip_path_m.toFixed(1)} m` : "",
+      m.economy !== null && m.economy !== undefined ? `economy ${Math.round(m.economy * 100)} %` : "",
+      Array.isArray(m.pauses) ? `${m.pauses.length} pause${m.pauses.length === 1 ? "" : "s"}` : "",
+    ].filter(Boolean);
+    const li = document.createElement("li");
+    const link = document.createElement("a");
+    link.href = `/ui/replay.html?id=${s.id}&t=${a.start_s}`;
+    link.textContent = `Attempt ${i + 1}`;
+    li.append(link, document.createTextNode(`: ${parts.join(" · ") || "no measurements"}`));
+    box.appendChild(li);
+  });
+  box.hidden = !(s.attempts || []).length;
+}
+
 function attemptStrip(s) {
   const attempts = s.attempts || [];
   if (!attempts.length || !s.video_url) return null;
@@ -232,6 +262,7 @@ async function openDetail(id) {
     s.width && s.height ? `${s.width}×${s.height}` : "", s.fps ? `${Math.round(s.fps * 100) / 100} fps` : "",
     statusText(s)].filter(Boolean);
   $("detail-facts").textContent = facts.join(" · ");
+  showAttemptMetrics(s);
   const img = $("detail-thumb");
   img.hidden = !s.video_url;
   if (s.video_url) img.src = `/api/sessions/${s.id}/thumbnail`;
