@@ -120,16 +120,21 @@ class AvSource:
 
     Timestamps: a file maps its presentation times onto the monotonic clock (paced); a
     camera or URL maps *the camera's* presentation times onto it (so a stream that arrives
-    in bursts, as RTSP over TCP does, keeps its even frame spacing): never later than the
-    frame's arrival, re-anchored when it lags the arrival by more than :attr:`RESYNC_S`.
+    in bursts, as RTSP over TCP does, keeps its even frame spacing): at most
+    :attr:`JUMP_S` later than the frame's arrival, re-anchored when it lags the arrival by
+    more than :attr:`RESYNC_S`.
 
     Raises:
         SourceError: the source cannot be opened or has no video stream (the message has
             any credentials in the URL redacted).
     """
 
-    #: Seconds the camera's clock may drift from ours before timestamps are re-anchored.
+    #: Seconds the camera's clock may lag ours before timestamps are re-anchored.
     RESYNC_S = 1.0
+    #: An arrival this much (s) earlier than the anchor predicts re-anchors at once (a burst).
+    JUMP_S = 0.1
+    #: Otherwise the anchor moves back by at most this (s) per frame (≤ 180 ticks at 90 kHz).
+    SLEW_S = 0.002
 
     def __init__(self, spec: str, config: CaptureConfig, first_number: int = 0,
                  pace: bool = True, copy: bool = False):
@@ -273,26 +278,40 @@ class AvSource:
     def _copy_packet(self, packet: av.Packet | None) -> Frame | None:
         """Collect demuxed packets into access units; return a Frame per complete one.
 
-        FFmpeg's RTSP demuxer may split one frame of several slices into packets with the
-        same pts (the first possibly with none), so a frame is complete when a packet with
-        another pts arrives: passthrough holds one frame (one frame period of latency).
-        ``None`` (end of a file) flushes the last one.
+        MP4/MKV (avcC) packets are whole access units. An Annex-B demuxer (RTSP, V4L2,
+        raw ``.h264``) may split one frame of several slices into several packets (the
+        first possibly without pts), so a packet starts a new access unit when it has an
+        access unit delimiter, its first slice has ``first_mb_in_slice == 0``, or its pts
+        differs (ITU-T H.264 §7.4.1.2.3); the previous unit is complete then, which costs
+        passthrough one frame period of latency. ``None`` (end of a file) flushes it.
         """
         au = self._au
-        if packet is not None:
-            if packet.dts is not None and packet.pts is not None \
-                    and packet.dts != packet.pts and not self._b_frames:
-                self._b_frames = True  # reordered frames: info changes at the next keyframe
-            au_pts = next((p.pts for p in au if p.pts is not None), None)
-            if not au or au_pts is None or packet.pts == au_pts:
-                au.append(packet)
-                return None
-            self._au = [packet]
-        else:
+        if packet is None:
             self._au = []
-        if not au:
-            return None
-        return self._copy_unit(au)
+            return self._copy_unit(au) if au else None
+        if packet.dts is not None and packet.pts is not None \
+                and packet.dts != packet.pts and not self._b_frames:
+            self._b_frames = True  # reordered frames: info changes at the next keyframe
+        if self._bsf is not None:
+            return self._copy_unit([packet])
+        if au and _has_slice(au) and self._starts_unit(packet, au):
+            self._au = [packet]
+            return self._copy_unit(au)
+        au.append(packet)
+        return None
+
+    @staticmethod
+    def _starts_unit(packet: av.Packet, au: list[av.Packet]) -> bool:
+        au_pts = next((p.pts for p in au if p.pts is not None), None)
+        if packet.pts is not None and au_pts is not None and packet.pts != au_pts:
+            return True
+        for unit in nal_units(bytes(packet)):
+            kind = unit[0] & 0x1F
+            if kind == 9:                      # access unit delimiter
+                return True
+            if kind in (1, 5):                 # first slice: first_mb_in_slice ue(v) == 0
+                return len(unit) > 1 and bool(unit[1] & 0x80)
+        return True  # parameter sets / SEI without a slice open the next access unit
 
     def _copy_unit(self, au: list[av.Packet]) -> Frame | None:
         first = next((p for p in au if p.pts is not None), au[0])
@@ -352,14 +371,17 @@ class AvSource:
         elif media_time is None:
             timestamp = now
         else:
-            # capture time = base + media time, never later than the frame's arrival: base
-            # is the earliest "arrival - media time" seen (a start-up backlog or a burst
-            # pulls it back), moved forward only when we lag by more than RESYNC_S (a camera
-            # clock slower than ours, or a jump in its timestamps)
+            # capture time = base + media time, at most JUMP_S later than the frame's
+            # arrival: base follows the earliest "arrival - media time" seen (a start-up
+            # backlog or burst pulls it back at once, a slightly faster arrival by SLEW_S a
+            # frame so frame spacing stays even), and moves forward only when we lag by more
+            # than RESYNC_S (a camera clock slower than ours, or a jump in its timestamps)
             candidate = now - media_time
-            if self._base is None or candidate < self._base \
-                    or candidate - self._base > self.RESYNC_S:
+            if self._base is None or candidate - self._base > self.RESYNC_S \
+                    or self._base - candidate > self.JUMP_S:
                 self._base = candidate
+            elif candidate < self._base:  # a faster arrival: slew back, ≤ SLEW_S a frame
+                self._base = max(candidate, self._base - self.SLEW_S)
             timestamp = self._base + media_time
         timestamp = max(timestamp, self._last_ts + 1e-6)
         self._last_ts = timestamp
@@ -371,6 +393,11 @@ class AvSource:
         """Close the container (idempotent)."""
         with contextlib.suppress(av.FFmpegError):
             self._container.close()
+
+
+def _has_slice(au: list[av.Packet]) -> bool:
+    """True if the packets hold a coded slice (NAL type 1 or 5)."""
+    return any(u[0] & 0x1F in (1, 5) for p in au for u in nal_units(bytes(p)))
 
 
 def source_options(spec: str, config: CaptureConfig) -> dict[str, str]:

@@ -26,6 +26,7 @@ from climbd.config import (
     config_sources,
     load_config,
     resolve_state_dir,
+    salvage_config,
     with_overrides,
 )
 from climbd.errors import ClimbdError, ConfigError
@@ -116,10 +117,15 @@ def _run(args: argparse.Namespace) -> int:
     try:
         config = with_overrides(load_config(args.config), overrides)
     except ConfigError as exc:
-        if args.strict:
+        if args.strict or args.config is None:
             raise
+        # safe mode keeps every valid section of the owner's file (TLS included, or no
+        # start at all), and never deletes anything (climbd.config.salvage_config)
+        salvaged, kept_problems = salvage_config(args.config)
         safe_mode = str(exc)
-        config = with_overrides(Config(), {k: v for k, v in overrides.items()
+        if kept_problems:
+            safe_mode += " — " + "; ".join(kept_problems)
+        config = with_overrides(salvaged, {k: v for k, v in overrides.items()
                                            if k.startswith("server.")})
     _setup_logging(config.log_level)
     state_dir = resolve_state_dir(args.state_dir)

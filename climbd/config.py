@@ -524,6 +524,54 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     return parse_config(data, str(p))
 
 
+def salvage_config(path: str | os.PathLike[str]) -> tuple[Config, list[str]]:
+    """The safe-mode configuration of a file that failed :func:`load_config`: every section
+    that is valid on its own is kept as written, an invalid one falls back to its defaults
+    (listed in the returned problems), and ``retention.max_age_days`` is 0 (never delete by
+    age) unless the ``[retention]`` section itself is valid.
+
+    Raises:
+        ConfigError: the file asked for TLS (``server.tls_cert``/``tls_key``) but its
+            ``[server]`` section is invalid: the daemon must not come up on plain HTTP
+            then. Also when the file cannot be read at all and is not TOML while it
+            mentions TLS.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        return Config(retention=RetentionConfig(max_age_days=0)), [
+            f"cannot read {p}: {exc.strerror or exc}"]
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        if "tls_cert" in text or "tls_key" in text:
+            raise ConfigError(f"{p} is not valid TOML and asks for TLS: refusing to serve "
+                              f"plain HTTP ({exc})") from None
+        return Config(retention=RetentionConfig(max_age_days=0)), [f"not valid TOML: {exc}"]
+    kept: dict[str, Any] = {}
+    problems: list[str] = []
+    fields = Config.model_fields
+    for key, value in data.items():
+        if key not in fields:
+            problems.append(f"unknown section or key {key!r} ignored")
+            continue
+        try:
+            Config.model_validate({key: value})
+        except ValidationError as exc:
+            where = "; ".join(f"{key}.{p_}: {m}" for p_, m, _ in _problems(exc, data))
+            problems.append(f"[{key}] uses its defaults ({where})")
+            if key == "server" and isinstance(value, dict) and (
+                    value.get("tls_cert") or value.get("tls_key")):
+                raise ConfigError(f"{p}: [server] asks for TLS but is invalid ({where}): "
+                                  "refusing to serve plain HTTP") from None
+            continue
+        kept[key] = value
+    if "retention" not in kept:
+        kept["retention"] = {"max_age_days": 0}
+    return Config.model_validate(kept), problems
+
+
 def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
     """Return a copy of ``config`` with dotted-key overrides applied and re-validated.
 

@@ -57,6 +57,7 @@ from climbd.security.store import AuthStore
 from climbd.services import Services
 from climbd.statedir import StateDir
 from climbd.storage import Database
+from climbd.storage.shares import ShareStore
 from climbd.streaming import WhepEndpoint
 from climbd.sysinfo import CpuMeter, SystemInfo
 from climbd.video import EncodedPacket, VideoStreamInfo
@@ -93,6 +94,7 @@ class Daemon:
         self.recorder: Recorder
         self.retention: Retention
         self.exports: ExportManager | None = None
+        self.shares: ShareStore | None = None
         self.ghost: GhostService | None = None
         self.attempts: AttemptService | None = None
         self.live: WhepEndpoint | None = None
@@ -182,11 +184,16 @@ class Daemon:
         if recovered:
             log.warning("recovered %d interrupted session(s)", len(recovered))
         self._tasks.append(asyncio.create_task(self.recorder.run(), name="recorder"))
-        self._tasks.append(asyncio.create_task(self.retention.run_forever(), name="retention"))
+        if self.safe_mode:  # safe mode never deletes anything (the config may be wrong)
+            log.warning("safe mode: retention sweeps are off; nothing is deleted")
+        else:
+            self._tasks.append(asyncio.create_task(self.retention.run_forever(),
+                                                   name="retention"))
         # 5. exports
         self.exports = ExportManager(self.db, self.state_dir, cfg.export)
         await self.exports.start()
         self.add_health("exports", self.exports.status)
+        self.shares = ShareStore(self.db)
         # 6. ghost players and the live view
         self.ghost = GhostService(self.db, self.recorder)
         sec = cfg.security
@@ -225,7 +232,7 @@ class Daemon:
         self.services = Services(
             config=cfg, paths=self.paths, db=self.db, recorder=self.recorder,
             health=self.health, exports=self.exports, live=self.live, ghost=self.ghost,
-            media=self.media, auth=self.auth, attempts=self.attempts,
+            media=self.media, auth=self.auth, shares=self.shares, attempts=self.attempts,
             system=SystemInfo(CpuMeter(), self.config_sources))
         self.app = create_app(self.services)
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
@@ -255,7 +262,8 @@ class Daemon:
             return
         from climbd.hardware import GpioButtons
 
-        self.gpio = GpioButtons(self.config.gpio, self)
+        self.gpio = GpioButtons(self.config.gpio, self.recorder,
+                                pre_roll_s=self.config.recording.pre_roll_s)
         self._tasks.append(asyncio.create_task(self.gpio.run(), name="gpio"))
         self.add_health("gpio", self.gpio.health)
 

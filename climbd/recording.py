@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -66,6 +67,33 @@ log = logging.getLogger(__name__)
 #: holes in a session's video (camera lost), JSON [{"from_s", "to_s"}] in session seconds
 GAPS_NAME = "gaps.json"
 
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """True if ``exc`` (or what caused it) says the disk is full: DiskFullError, ENOSPC or
+    EDQUOT. EMFILE/ENFILE ("too many open files") are not a full disk."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if isinstance(exc, DiskFullError):
+            return True
+        if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def describe_failure(exc: BaseException | None) -> str:
+    """A recording failure in words; file-descriptor exhaustion (EMFILE/ENFILE) is named as
+    such, with what to do, so it is never mistaken for a full disk."""
+    cur, seen = exc, 0
+    while cur is not None and seen < 5:
+        if getattr(cur, "errno", None) in (errno.EMFILE, errno.ENFILE):
+            return (f"too many open files (the process's file-descriptor limit, LimitNOFILE; "
+                    f"not a full disk): {exc}")
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return str(exc)
 
 class PreRollBuffer:
     """The last ``keep_s`` seconds of packets and poses, cut at keyframes.
@@ -446,7 +474,7 @@ class Recorder:
             if a is None:
                 continue
             if a.writer.error is not None:
-                await self._fail(f"video: {a.writer.error}")
+                await self._fail(f"video: {describe_failure(a.writer.error)}", a.writer.error)
                 continue
             if a.writer.backlog > self.MAX_WRITER_BACKLOG:
                 await self._fail(f"the disk is too slow: {a.writer.backlog} video frames "
@@ -455,7 +483,7 @@ class Recorder:
             try:
                 await self._commit(a)
             except StorageError as exc:
-                await self._fail(f"database: {exc}")
+                await self._fail(f"database: {describe_failure(exc)}", exc)
                 continue
             if a.duration_s >= self.config.max_duration_s:
                 log.info("session %d reached max_duration_s: stopping", a.record.id)
@@ -590,14 +618,17 @@ class Recorder:
             await self._start(name or "", description, climber, secs, owner)
         return await self.stop()
 
-    async def _fail(self, reason: str) -> None:
+    async def _fail(self, reason: str, exc: BaseException | None = None) -> None:
+        """End the running recording as failed. The reserve file is released only when the
+        disk is really full (ENOSPC, SQLITE_FULL): running out of file descriptors (EMFILE)
+        or any other error keeps it."""
         a = self._active
         if a is None:
             return
         self._active = None
         log.error("session %d failed: %s", a.record.id, reason,
                   extra={"session_id": a.record.id})
-        if self._ballast:
+        if self._ballast and is_disk_full(exc):
             self._ballast.release()
         await self._finish(a, "failed", reason)
 
@@ -609,7 +640,7 @@ class Recorder:
         try:
             await self._commit(a)
         except StorageError as exc:
-            if self._ballast:
+            if self._ballast and is_disk_full(exc):
                 self._ballast.release()
             status, error = "failed", error or f"database: {exc}"
         if a.gaps:

@@ -45,6 +45,7 @@ from climbd.errors import ClimbdError, InsufficientStorage, StorageError
 from climbd.statedir import StateDir
 from climbd.storage import Database
 from climbd.storage.exports import ExportStore, SessionAge
+from climbd.storage.shares import ShareStore
 
 __all__ = ["Deletion", "Retention"]
 
@@ -88,6 +89,7 @@ class Retention:
                  free_bytes: Callable[[], int] | None = None):
         self.db = db
         self.store = ExportStore(db)
+        self.shares = ShareStore(db)
         self.state_dir = state_dir
         self.paths = StateDir(state_dir)
         self.config = config
@@ -258,7 +260,7 @@ class Retention:
                 if d.is_dir() and d.name.isdigit() and int(d.name) not in ids:
                     await asyncio.to_thread(shutil.rmtree, d, True)
                     log.info("retention: removed files of deleted export %s", d.name)
-        await self.store.purge_shares(now - _SHARE_KEEP_S)
+        await self.shares.purge_shares(now - _SHARE_KEEP_S)
 
     async def run_forever(self) -> None:
         """Sweep now, then every ``interval_s`` or when woken (a refused recording)."""

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from climbd.security.store import AuthStore
     from climbd.statedir import StateDir
     from climbd.storage import Database
+    from climbd.storage.shares import ShareStore
     from climbd.streaming import WhepEndpoint
     from climbd.sysinfo import SystemInfo
 
@@ -48,6 +49,7 @@ class Services:
         auth: paired devices, admin sessions and API tokens.
         system: the operator page's CPU meter and config provenance.
         attempts: the live attempt detector, its events and hands-free recording.
+        shares: share links of exports.
     """
 
     config: Config
@@ -62,3 +64,4 @@ class Services:
     auth: AuthStore | None = None
     system: SystemInfo | None = None
     attempts: AttemptService | None = None
+    shares: ShareStore | None = None

@@ -27,6 +27,9 @@ from tests.ui_support import (  # noqa: E402
 )
 
 OUT = REPO / "docs" / "screens"
+ADMIN_PIN = "24681357"
+#: Pages shown as the admin sees them (the operator view); the others as a wall tablet.
+AS_ADMIN = {"settings"}
 LIMIT = 200_000
 
 
@@ -54,10 +57,29 @@ async def ready(page, name: str) -> None:
         await page.evaluate("() => window.replay.player.seekFrame(120)")
         await wait_js(page, "() => window.replay.player.shown.index === 120"
                       " && window.replay.player.overlay.last", timeout=20)
+    elif name == "settings":
+        with contextlib.suppress(AssertionError):
+            await wait_js(page, "() => document.querySelectorAll('#facts > div').length > 3",
+                          timeout=10)
     elif name == "sessions":
         await wait_js(page, "() => [...document.querySelectorAll('#list img')]"
                       ".every(i => i.complete)", timeout=20)
     await page.wait_for_timeout(400)
+
+
+async def unlock_admin(ctx, d) -> None:
+    """Set the admin PIN (with an admin code, as the owner does once) and log this context in."""
+    page = await ctx.new_page()
+    await page.goto(d.base + "/pair")
+    for path, body in (("/api/auth/admin/setup", {"code": d.pairing_code(admin=True),
+                                                  "password": ADMIN_PIN}),
+                       ("/api/auth/admin/login", {"password": ADMIN_PIN})):
+        status = await page.evaluate("""async ([path, body]) => (await fetch(path, {method: 'POST',
+            headers: {'Content-Type': 'application/json', 'X-CSRF-Token':
+              decodeURIComponent((document.cookie.match(/climbd_csrf=([^;]+)/) || [])[1] || '')},
+            body: JSON.stringify(body)})).status""", [path, body])
+        assert status in (200, 201), (path, status)
+    await page.close()
 
 
 async def main(only: set[str] | None) -> int:
@@ -66,14 +88,19 @@ async def main(only: set[str] | None) -> int:
         d = start_ui_daemon(Path(tmp), pose=True)
         try:
             async with browser() as b:
-                storage = None
+                storage = admin_storage = None
                 for size in SIZES:
                     ctx = await paired_context(b, d, size, storage=storage)
                     storage = await ctx.storage_state()
+                    admin = await paired_context(b, d, size, storage=admin_storage,
+                                                 name="Coach tablet")
+                    if admin_storage is None:
+                        await unlock_admin(admin, d)
+                    admin_storage = await admin.storage_state()
                     for name, path in PAGES.items():
                         if only and name not in only:
                             continue
-                        page = await ctx.new_page()
+                        page = await (admin if name in AS_ADMIN else ctx).new_page()
                         await page.goto(d.base + path)
                         await ready(page, name)
                         data = shrink(await page.screenshot())
@@ -83,6 +110,7 @@ async def main(only: set[str] | None) -> int:
                         print(f"{target.relative_to(REPO)}  {len(data) // 1024} KB{flag}")
                         await page.close()
                     await ctx.close()
+                    await admin.close()
         finally:
             d.stop()
     return 0

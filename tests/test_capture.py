@@ -138,3 +138,68 @@ def _wait(cond, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.01)
+
+
+def _annexb_clip(path: Path, frames: int = 60, gop: int = 15) -> list[bytes]:
+    """An H.264 elementary stream (Annex-B, SPS/PPS before every IDR), as a UVC camera's
+    V4L2 ``input_format=h264`` delivers it; returns the access units written."""
+    import fractions
+
+    import numpy as np
+
+    ctx = av.CodecContext.create("libx264", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = 320, 240, "yuv420p"
+    ctx.time_base = fractions.Fraction(1, 30)
+    ctx.framerate = fractions.Fraction(30)
+    ctx.gop_size = gop
+    ctx.max_b_frames = 0
+    ctx.options = {"profile": "baseline", "tune": "zerolatency",
+                   "x264-params": "repeat-headers=1:scenecut=0"}
+    units = []
+    for i in range(frames):
+        img = np.full((240, 320, 3), (i * 4) % 256, np.uint8)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        units += [bytes(p) for p in ctx.encode(frame)]
+    units += [bytes(p) for p in ctx.encode(None)]
+    path.write_bytes(b"".join(units))
+    return units
+
+
+def test_copy_of_an_annexb_stream_keeps_every_access_unit(tmp_path: Path) -> None:
+    """Stream copy of Annex-B H.264 (the V4L2 h264 / RTSP form): the same bytes come out,
+    one access unit per frame, keyframes flagged, each frame decoded for pose."""
+    from climbd.video import nal_units, passthrough_problem
+
+    clip = tmp_path / "camera.h264"
+    sent = _annexb_clip(clip)
+    src = AvSource(str(clip), CaptureConfig(), copy=True, pace=False)
+    assert src.copy
+    got = []
+    while (f := src.read()) is not None:
+        got.append(f)
+    src.close()
+    assert [f.packet.data for f in got if f.packet] == sent
+    assert [f.packet.keyframe for f in got if f.packet] == [i % 15 == 0 for i in range(60)]
+    assert all(f.image is not None and f.image.width == 320 for f in got)
+    info = got[0].packet.info if got[0].packet else None
+    assert info is not None and info.profile_level_id.startswith("42")
+    assert passthrough_problem(info) is None
+    assert [u[0] & 0x1F for u in nal_units(got[0].packet.data)][:2] == [7, 8]  # type: ignore[union-attr]
+
+
+def test_copy_of_an_mp4_with_b_frames_is_flagged(media: Path) -> None:
+    """avcC (MP4) input is converted to Annex-B with SPS/PPS in band; B-frames are seen."""
+    from climbd.video import nal_units, passthrough_problem
+
+    src = AvSource(str(SHORT), CaptureConfig(), copy=True, pace=False)
+    frames = []
+    while (f := src.read()) is not None:
+        frames.append(f)
+    src.close()
+    assert len(frames) == 73 and all(f.packet is not None for f in frames)
+    first = frames[0].packet
+    assert first is not None and first.keyframe
+    assert {7, 8, 5} <= {u[0] & 0x1F for u in nal_units(first.data)}
+    assert first.info.b_frames
+    assert "B-frames" in (passthrough_problem(first.info) or "")

@@ -198,6 +198,12 @@ class FakeDaemon:
         self.config = SimpleNamespace(recording=SimpleNamespace(pre_roll_s=pre_roll_s))
 
 
+def buttons_for(config: GpioConfig, daemon: FakeDaemon, **kw: Any) -> GpioButtons:
+    """GpioButtons over the fake daemon's recorder and pre-roll."""
+    return GpioButtons(config, daemon.recorder,
+                       pre_roll_s=daemon.config.recording.pre_roll_s, **kw)
+
+
 def gpio_config(**kw: Any) -> GpioConfig:
     base: dict[str, Any] = {
         "enabled": True,
@@ -232,7 +238,7 @@ async def running(buttons: GpioButtons) -> Any:
 
 
 def make(config: GpioConfig, chip: FakeChip, daemon: FakeDaemon | None = None) -> GpioButtons:
-    return GpioButtons(config, daemon or FakeDaemon(), open_chip=lambda path: chip)
+    return buttons_for(config, daemon or FakeDaemon(), open_chip=lambda path: chip)
 
 
 async def tap(chip: FakeChip, offset: int, hold_s: float) -> None:
@@ -420,7 +426,7 @@ async def test_missing_chip_is_an_error_in_health_not_a_crash(
     def no_chip(path: str) -> FakeChip:
         raise GpioError(f"cannot open GPIO chip {path}: No such file or directory")
 
-    buttons = GpioButtons(gpio_config(chip="/dev/gpiochip9"), FakeDaemon(), open_chip=no_chip)
+    buttons = buttons_for(gpio_config(chip="/dev/gpiochip9"), FakeDaemon(), open_chip=no_chip)
     await asyncio.wait_for(buttons.run(), 2)  # returns; does not raise
     h = buttons.health()
     assert h["state"] == "error"
@@ -430,7 +436,7 @@ async def test_missing_chip_is_an_error_in_health_not_a_crash(
 
 async def test_real_libgpiod_on_missing_device_reports_error() -> None:
     pytest.importorskip("gpiod")
-    buttons = GpioButtons(gpio_config(chip="/dev/gpiochip-climbd-absent"), FakeDaemon())
+    buttons = buttons_for(gpio_config(chip="/dev/gpiochip-climbd-absent"), FakeDaemon())
     await asyncio.wait_for(buttons.run(), 2)
     h = buttons.health()
     assert h["state"] == "error"
@@ -472,7 +478,7 @@ async def test_chip_search_finds_the_chip_with_the_line() -> None:
         "/dev/gpiochip4": FakeChip("/dev/gpiochip4"),
     }
     daemon = FakeDaemon()
-    buttons = GpioButtons(
+    buttons = buttons_for(
         gpio_config(chip=""), daemon, open_chip=lambda p: chips[p],
         chip_paths=lambda: sorted(chips),
     )
@@ -490,7 +496,7 @@ async def test_disabled_does_nothing() -> None:
         opened.append(path)
         return FakeChip()
 
-    buttons = GpioButtons(GpioConfig(), FakeDaemon(), open_chip=opener)
+    buttons = buttons_for(GpioConfig(), FakeDaemon(), open_chip=opener)
     await asyncio.wait_for(buttons.run(), 1)
     assert buttons.health()["state"] == "disabled"
     assert opened == []
@@ -606,7 +612,7 @@ async def test_presses_on_kernel_gpio_sim(gpio_sim: tuple[str, Path]) -> None:
         chip=chip_path, long_press_s=0.5, debounce_ms=10,
         buttons=[{"line": "CLIMBD_BTN"}], led={"line": "CLIMBD_LED"},
     )
-    buttons = GpioButtons(cfg, daemon)  # the real libgpiod
+    buttons = buttons_for(cfg, daemon)  # the real libgpiod
     async with running(buttons):
         assert buttons.health()["state"] == "running", buttons.health()
         # The request's pull-up holds the line high: released.

@@ -24,6 +24,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "climbd"
 AIOHTTP_MODULES = ("climbd.api", "climbd.daemon")
 #: Pure modules: the standard library (and the exception tree) only.
 PURE = ("climbd.errors", "climbd.ids", "climbd.statedir", "climbd.visibility")
+#: Pure state machines and maths: no event loop, no threads, no clock of their own.
+PURE_LOGIC = ("climbd.hardware.debounce", "climbd.ghost.pacer")
 #: Services (things with a lifetime) and who may build them: the composition root, and the
 #: CLI commands that run one service on their own (``climbd export``, ``climbd pair``).
 SERVICES = {"Pipeline", "Recorder", "Retention", "ExportManager", "GhostService",
@@ -55,6 +57,9 @@ RULES: list[Rule] = [
      lambda m: m not in ("climbd.cli", "climbd.daemon"), lambda i: under(i, "climbd.daemon")),
     ("only the live view (climbd.streaming) imports aiortc/aioice",
      lambda m: not under(m, "climbd.streaming"), lambda i: under(i, "aiortc", "aioice")),
+    ("pure state machines (debounce, ghost pacer) import no asyncio, threading or time",
+     lambda m: m in PURE_LOGIC,
+     lambda i: under(i, "asyncio", "threading", "time", "concurrent", "aiortc", "aiohttp")),
     ("pure modules import the standard library (and climbd.errors) only",
      lambda m: m in PURE,
      lambda i: not (under(i.split(".")[0], *sys.stdlib_module_names)

@@ -52,6 +52,8 @@ ANONYMOUS_ROUTES = {
     ("OPTIONS", "/api/whep/delayed"),     # the same for the delayed live view
     ("GET", "/api/whep/delayed"),
     ("OPTIONS", "/api/whep/{id}"),        # CORS preflight
+    ("OPTIONS", "/api/whep/delayed"),     # CORS preflight of the delayed view, as /api/whep
+    ("GET", "/api/whep/delayed"),         # 204, no representation, as /api/whep
 }
 #: Non-API routes (method, template) and their rule: the web UI's static files, the pairing
 #: page, and share links (capability URLs checked by their handler).

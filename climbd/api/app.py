@@ -114,6 +114,7 @@ def create_app(services: Services) -> web.Application:
     _put(app, keys.AUTH_STORE, services.auth)
     _put(app, keys.SYSTEM, services.system)
     _put(app, keys.ATTEMPTS, services.attempts)
+    _put(app, keys.SHARES, services.shares)
     auth.add_routes(app)  # the security layer (climbd.security) and the /api/auth routes
     system.add_routes(app)
     operator.add_routes(app)

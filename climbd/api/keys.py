@@ -22,11 +22,12 @@ if TYPE_CHECKING:
     from climbd.security.store import AuthStore
     from climbd.statedir import StateDir
     from climbd.storage import Database
+    from climbd.storage.shares import ShareStore
     from climbd.streaming import WhepEndpoint
     from climbd.sysinfo import SystemInfo
 
 __all__ = ["ATTEMPTS", "AUTH_STORE", "CONFIG", "DB", "EXPORTS", "GHOST", "HEALTH", "LIVE",
-           "MEDIA", "PATHS", "RECORDER", "SYSTEM"]
+           "MEDIA", "PATHS", "RECORDER", "SHARES", "SYSTEM"]
 
 #: The running configuration.
 CONFIG: web.AppKey[Config] = web.AppKey("climbd_config")
@@ -50,5 +51,7 @@ MEDIA: web.AppKey[MediaWorker] = web.AppKey("climbd_media")
 ATTEMPTS: web.AppKey[AttemptService] = web.AppKey("climbd_attempts")
 #: The credential store (optional: without it nobody is paired).
 AUTH_STORE: web.AppKey[AuthStore] = web.AppKey("climbd_auth_store")
+#: Share links of exports (optional).
+SHARES: web.AppKey[ShareStore] = web.AppKey("climbd_shares")
 #: CPU meter and config provenance for the operator page (optional).
 SYSTEM: web.AppKey[SystemInfo] = web.AppKey("climbd_system")

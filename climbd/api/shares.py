@@ -33,12 +33,13 @@ from climbd import share
 from climbd.api.app import webui_dir
 from climbd.api.exports import file_response, manager_of
 from climbd.api.ids import path_id
-from climbd.api.keys import CONFIG
+from climbd.api.keys import CONFIG, SHARES
 from climbd.api.openapi import operation
 from climbd.api.schemas import ErrorBody
 from climbd.errors import ClimbdError, ExportError, ExportUnavailable
 from climbd.export.jobs import ExportManager
-from climbd.storage.exports import ExportRecord, ShareRecord
+from climbd.storage.exports import ExportRecord
+from climbd.storage.shares import ShareRecord, ShareStore
 
 __all__ = ["ShareInfo", "ShareList", "ShareOut", "ShareRequest", "add_routes"]
 
@@ -91,6 +92,14 @@ class ShareList(BaseModel):
     items: list[ShareInfo]
 
 
+def _shares(request: web.Request) -> ShareStore:
+    """The share links (503 when the app has none)."""
+    shares = request.app.get(SHARES)
+    if shares is None:
+        raise web.HTTPServiceUnavailable(text="sharing is not available")
+    return shares
+
+
 def _info(s: ShareRecord) -> dict[str, Any]:
     return ShareInfo(id=s.id, export_id=s.export_id, state=s.state(), created_at=s.created_at,
                      expires_at=s.expires_at, revoked_at=s.revoked_at).model_dump()
@@ -118,7 +127,7 @@ async def create_share(request: web.Request, body: ShareRequest) -> web.Response
         raise web.HTTPBadRequest(text=str(exc)) from None
     ttl = min(body.ttl_s, config.ttl_s) if body.ttl_s is not None else config.ttl_s
     token = share.new_token()
-    s = await manager.store.create_share(export_id, share.hash_token(token), base_url=base,
+    s = await _shares(request).create_share(export_id, share.hash_token(token), base_url=base,
                                          expires_at=time.time() + ttl)
     url = share.share_url(base, token)
     return web.json_response(ShareOut(
@@ -132,7 +141,8 @@ async def list_shares(request: web.Request) -> web.Response:
     """``GET /api/exports/{id}/shares``."""
     manager = manager_of(request)
     rec = await manager.store.get(path_id(request, "export"))
-    return web.json_response({"items": [_info(s) for s in await manager.store.shares_of(rec.id)]})
+    items = await _shares(request).shares_of(rec.id)
+    return web.json_response({"items": [_info(s) for s in items]})
 
 
 @operation("Revoke a share link now", tags=("shares",),
@@ -140,8 +150,7 @@ async def list_shares(request: web.Request) -> web.Response:
            access="wall")
 async def revoke_share(request: web.Request) -> web.Response:
     """``DELETE /api/shares/{id}``."""
-    manager = manager_of(request)
-    s = await manager.store.revoke_share(path_id(request, "share"))
+    s = await _shares(request).revoke_share(path_id(request, "share"))
     return web.json_response(_info(s))
 
 
@@ -186,7 +195,7 @@ async def _resolve(request: web.Request) -> tuple[ShareRecord, ExportRecord, Pat
     except web.HTTPServiceUnavailable:
         raise _Refused(_page(503, "Not available", "Sharing is not running on this "
                              "appliance right now.")) from None
-    s = await manager.store.share_by_hash(share.hash_token(token)) \
+    s = await _shares(request).share_by_hash(share.hash_token(token)) \
         if share.looks_like_token(token) else None
     if s is None or not share.token_matches(token, s.token_sha256):
         raise _Refused(_page(404, "Link not found",

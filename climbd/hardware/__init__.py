@@ -1,7 +1,10 @@
 """Hardware attached to the appliance: push buttons and a recording LED on GPIO lines.
 
-See :mod:`climbd.hardware.gpio`. ``gpiod`` (libgpiod v2 bindings, extra ``gpio``) is imported
-only when a chip is opened, so this package imports on a machine without it.
+- :mod:`climbd.hardware.gpio` — the buttons and LED on the asyncio loop (actions, health);
+- :mod:`climbd.hardware.debounce` — the pure debounce / press-classification state machine;
+- :mod:`climbd.hardware.libgpiod` — the seam to libgpiod v2 and the real adapter. ``gpiod``
+  (extra ``gpio``) is imported only when a chip is opened, so this package imports on a
+  machine without it.
 """
 
 from climbd.hardware.gpio import (

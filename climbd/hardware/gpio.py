@@ -29,25 +29,37 @@ A missing chip, a missing line or a busy line is logged as an error and reported
 :meth:`GpioButtons.health` as ``{"state": "error", "error": "..."}``; the daemon keeps running
 without the buttons.
 
-libgpiod sits behind a small seam, :class:`Chip` and :class:`LineRequest`, so tests drive
-:class:`GpioButtons` with a fake chip; :func:`open_gpiod_chip` is the real one.
+Three modules: libgpiod sits behind a small seam (:mod:`climbd.hardware.libgpiod`:
+:class:`Chip` and :class:`LineRequest`; :func:`open_gpiod_chip` is the real one), so tests
+drive :class:`GpioButtons` with a fake chip; the debounce and press classification is a pure
+state machine (:mod:`climbd.hardware.debounce`, tested without threads or clocks); this
+module drives both on the asyncio loop and runs the actions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import glob
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from climbd.config import ButtonConfig, GpioConfig
 from climbd.errors import ClimbdError, GpioError
+from climbd.hardware.debounce import Debouncer, Effects
+from climbd.hardware.libgpiod import (
+    DEBOUNCE_REFUSED,
+    Chip,
+    ChipOpener,
+    EdgeEvent,
+    GpiodChip,
+    LineRequest,
+    LineSpec,
+    find_chip_paths,
+    open_gpiod_chip,
+)
 
 __all__ = [
     "CONSUMER",
@@ -66,217 +78,9 @@ log = logging.getLogger(__name__)
 
 #: Consumer label shown by ``gpioinfo`` next to the lines climbd holds.
 CONSUMER = "climbd"
-#: How often the LED is brought in line with ``daemon.recorder.recording`` (seconds); a
+#: How often the LED is brought in line with ``recorder.recording`` (seconds); a
 #: recording started from a tablet lights the LED within this time.
 LED_POLL_S = 0.25
-
-#: errno values with which a kernel refuses a debounce period it cannot do.
-_DEBOUNCE_REFUSED = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
-
-Bias = Literal["pull_up", "pull_down", "disabled", "as_is"]
-
-
-@dataclass(frozen=True)
-class LineSpec:
-    """How one line is requested, independent of libgpiod (maps onto ``gpiod.LineSettings``).
-
-    Attributes:
-        direction: ``"input"`` (a button) or ``"output"`` (an LED).
-        active_low: invert the line, so *active* means electrically low.
-        bias: pull resistor to enable.
-        edge_detection: report rising and falling edges (inputs only).
-        debounce_ms: kernel debounce period in milliseconds (0 = none).
-        output_value: initial logical value of an output.
-    """
-
-    direction: Literal["input", "output"]
-    active_low: bool = False
-    bias: Bias = "as_is"
-    edge_detection: bool = False
-    debounce_ms: float = 0.0
-    output_value: bool = False
-
-
-class EdgeEvent(Protocol):
-    """What climbd reads from an edge event (a subset of ``gpiod.EdgeEvent``).
-
-    ``event_type.name`` is ``"RISING_EDGE"`` (line became active) or ``"FALLING_EDGE"``;
-    ``timestamp_ns`` is on the line's event clock (``CLOCK_MONOTONIC`` by default).
-    """
-
-    @property
-    def event_type(self) -> Any: ...
-
-    @property
-    def timestamp_ns(self) -> int: ...
-
-    @property
-    def line_offset(self) -> int: ...
-
-
-class LineRequest(Protocol):
-    """The part of ``gpiod.LineRequest`` climbd uses; values are logical booleans."""
-
-    @property
-    def fd(self) -> int: ...
-
-    def read_edge_events(self) -> Sequence[EdgeEvent]: ...
-
-    def wait_edge_events(self, timeout: float) -> bool: ...
-
-    def get_value(self, offset: int) -> bool: ...
-
-    def set_value(self, offset: int, value: bool) -> None: ...
-
-    def release(self) -> None: ...
-
-
-class Chip(Protocol):
-    """The part of ``gpiod.Chip`` climbd uses."""
-
-    @property
-    def path(self) -> str: ...
-
-    def line_offset_from_id(self, line: str | int) -> int: ...
-
-    def request_lines(self, config: dict[int, LineSpec], consumer: str) -> LineRequest: ...
-
-    def close(self) -> None: ...
-
-
-ChipOpener = Callable[[str], Chip]
-
-
-# --------------------------------------------------------------------------- libgpiod adapter
-
-
-class _GpiodRequest:
-    """Adapts ``gpiod.LineRequest`` to :class:`LineRequest` (booleans instead of ``Value``)."""
-
-    def __init__(self, request: Any) -> None:
-        import gpiod
-
-        self._request = request
-        self._value = gpiod.line.Value
-
-    @property
-    def fd(self) -> int:
-        return int(self._request.fd)
-
-    def read_edge_events(self) -> Sequence[EdgeEvent]:
-        return list(self._request.read_edge_events())
-
-    def wait_edge_events(self, timeout: float) -> bool:
-        return bool(self._request.wait_edge_events(timeout))
-
-    def get_value(self, offset: int) -> bool:
-        return bool(self._request.get_value(offset) == self._value.ACTIVE)
-
-    def set_value(self, offset: int, value: bool) -> None:
-        self._request.set_value(offset, self._value.ACTIVE if value else self._value.INACTIVE)
-
-    def release(self) -> None:
-        self._request.release()
-
-
-class GpiodChip:
-    """A GPIO character device opened with libgpiod v2 (``gpiod.Chip``).
-
-    Raises:
-        GpioError: the ``gpiod`` package is not installed (extra ``gpio``), or the device
-            cannot be opened (missing, not a GPIO chip, or no permission: the user must be in
-            the group owning ``/dev/gpiochip*``, ``gpio`` on Raspberry Pi OS).
-    """
-
-    def __init__(self, path: str) -> None:
-        try:
-            import gpiod
-        except ImportError:
-            raise GpioError(
-                "the gpiod package (libgpiod v2 bindings) is not installed: "
-                "install climbd with the 'gpio' extra"
-            ) from None
-        self._gpiod = gpiod
-        try:
-            self._chip = gpiod.Chip(path)
-        except OSError as exc:
-            raise GpioError(f"cannot open GPIO chip {path}: {exc.strerror or exc}") from None
-        self._path = path
-
-    @property
-    def path(self) -> str:
-        return self._path
-
-    def line_offset_from_id(self, line: str | int) -> int:
-        """Offset of a line given by name (``"GPIO17"``) or offset.
-
-        Raises:
-            GpioError: no line of that name, or the offset is out of range.
-        """
-        try:
-            return int(self._chip.line_offset_from_id(line))
-        except (OSError, ValueError):
-            raise GpioError(
-                f"GPIO line {line!r} not found on {self._path} (`gpioinfo` lists line names)"
-            ) from None
-
-    def line_names(self) -> list[str]:
-        """Names of every line of the chip ('' for unnamed lines)."""
-        n = self._chip.get_info().num_lines
-        return [self._chip.get_line_info(i).name or "" for i in range(n)]
-
-    def request_lines(self, config: dict[int, LineSpec], consumer: str) -> LineRequest:
-        """Request the lines with libgpiod settings built from each :class:`LineSpec`.
-
-        Raises:
-            GpioError: the request failed (``EBUSY``: another process holds a line).
-        """
-        g = self._gpiod
-        bias = {
-            "pull_up": g.line.Bias.PULL_UP,
-            "pull_down": g.line.Bias.PULL_DOWN,
-            "disabled": g.line.Bias.DISABLED,
-            "as_is": g.line.Bias.AS_IS,
-        }
-        settings: dict[Any, Any] = {}
-        for offset, spec in config.items():
-            s = g.LineSettings(
-                direction=g.line.Direction.OUTPUT
-                if spec.direction == "output"
-                else g.line.Direction.INPUT,
-                edge_detection=g.line.Edge.BOTH if spec.edge_detection else g.line.Edge.NONE,
-                bias=bias[spec.bias],
-                active_low=spec.active_low,
-                debounce_period=timedelta(milliseconds=spec.debounce_ms),
-            )
-            if spec.direction == "output":
-                s.output_value = g.line.Value.ACTIVE if spec.output_value else g.line.Value.INACTIVE
-            settings[offset] = s
-        try:
-            request = self._chip.request_lines(config=settings, consumer=consumer)
-        except OSError as exc:
-            hint = " (another process holds the line)" if exc.errno == errno.EBUSY else ""
-            raise GpioError(
-                f"cannot request lines {sorted(config)} on {self._path}: "
-                f"{exc.strerror or exc}{hint}",
-                exc.errno,
-            ) from None
-        return _GpiodRequest(request)
-
-    def close(self) -> None:
-        self._chip.close()
-
-
-def open_gpiod_chip(path: str) -> Chip:
-    """Open ``path`` with libgpiod (the default :data:`ChipOpener`)."""
-    return GpiodChip(path)
-
-
-def find_chip_paths() -> list[str]:
-    """Every GPIO character device, ``/dev/gpiochip0`` first (natural order)."""
-    paths = glob.glob("/dev/gpiochip*")
-    return sorted(paths, key=lambda p: (len(p), p))
-
 
 # --------------------------------------------------------------------------- buttons
 
@@ -286,17 +90,11 @@ class _Button:
     cfg: ButtonConfig
     offset: int
     label: str
-    pressed: bool = False
-    last_edge_ns: int | None = None  # timestamp of the last accepted edge
-    press_ns: int | None = None  # timestamp of the accepted press edge of the current press
-    release_ns: int | None = None  # timestamp of a release edge not yet confirmed
-    confirmed: bool = False  # the current press outlasted the debounce window
-    long_fired: bool = False
+    state: Debouncer
     long_timer: asyncio.TimerHandle | None = None
     settle_timer: asyncio.TimerHandle | None = None
     presses: int = 0
     long_presses: int = 0
-    bounces: int = 0
 
 
 @dataclass
@@ -321,9 +119,10 @@ class GpioButtons:
 
     Args:
         config: the ``[gpio]`` section.
-        daemon: object with ``recorder`` (``start(name=None)``, ``stop()``,
-            ``save_last(seconds)`` coroutines and a ``recording`` bool) and
-            ``config.recording.pre_roll_s``.
+        recorder: the recorder: ``start()``, ``stop()``, ``save_last(seconds)`` coroutines
+            and a ``recording`` bool (:class:`climbd.recording.Recorder`).
+        pre_roll_s: seconds ``save_last`` keeps when a button has no ``save_last_s``
+            (``recording.pre_roll_s``).
         open_chip: the seam to libgpiod; tests pass a fake.
         chip_paths: candidate chips when ``config.chip`` is ``''`` (default: every
             ``/dev/gpiochip*``).
@@ -335,14 +134,16 @@ class GpioButtons:
     def __init__(
         self,
         config: GpioConfig,
-        daemon: Any,
+        recorder: Any,
         *,
+        pre_roll_s: float = 0.0,
         open_chip: ChipOpener = open_gpiod_chip,
         chip_paths: Callable[[], list[str]] = find_chip_paths,
         clock_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         self.config = config
-        self.daemon = daemon
+        self.recorder = recorder
+        self.pre_roll_s = float(pre_roll_s)
         self._open_chip = open_chip
         self._chip_paths = chip_paths
         self._clock_ns = clock_ns
@@ -374,10 +175,10 @@ class GpioButtons:
                 "label": b.label,
                 "line": b.cfg.line,
                 "offset": b.offset,
-                "pressed": b.pressed,
+                "pressed": b.state.pressed,
                 "presses": b.presses,
                 "long_presses": b.long_presses,
-                "bounces_ignored": b.bounces,
+                "bounces_ignored": b.state.bounces,
             }
             for b in self._buttons.values()
         ]
@@ -450,7 +251,10 @@ class GpioButtons:
                 debounce_ms=cfg.debounce_ms,
             )
             label = bcfg.label or str(bcfg.line)
-            self._buttons[offset] = _Button(cfg=bcfg, offset=offset, label=label)
+            self._buttons[offset] = _Button(
+                cfg=bcfg, offset=offset, label=label,
+                state=Debouncer(int(self.config.debounce_ms * 1e6),
+                                int(self.config.long_press_s * 1e9), label))
         if led is not None:
             if led in specs:
                 chip.close()
@@ -460,7 +264,7 @@ class GpioButtons:
         try:
             self._request = chip.request_lines(specs, CONSUMER)
         except GpioError as exc:
-            if not self._kernel_debounce or exc.errno not in _DEBOUNCE_REFUSED:
+            if not self._kernel_debounce or exc.errno not in DEBOUNCE_REFUSED:
                 chip.close()
                 raise
             # Not every kernel/chip accepts a debounce period; the software debounce below
@@ -479,11 +283,9 @@ class GpioButtons:
                 chip.close()
                 raise
         for b in self._buttons.values():
-            b.pressed = self._request.get_value(b.offset)
-            if b.pressed:
+            b.state.held_at_start(self._request.get_value(b.offset))
+            if b.state.pressed:
                 # Held at start-up (or wired the wrong way round): no press until released.
-                b.long_fired = True
-                b.confirmed = True
                 log.warning("gpio button %s reads pressed at start; check active_low/bias", b.label)
 
     def _open_and_resolve(self) -> tuple[Chip, list[int], int | None]:
@@ -572,51 +374,26 @@ class GpioButtons:
         if button is None:
             return
         active = event.event_type.name == "RISING_EDGE"
-        ts = int(event.timestamp_ns)
-        debounce_ns = int(self.config.debounce_ms * 1e6)
-        if button.last_edge_ns is not None and ts - button.last_edge_ns < debounce_ns:
-            button.bounces += 1
-            return
-        if active == button.pressed:
-            return  # no change of state: an edge of a bounce whose partner was dropped
-        button.last_edge_ns = ts
-        if active:
-            if button.release_ns is not None:
-                # A release not yet confirmed turned out to be a glitch: still held.
-                button.release_ns = None
-                button.pressed = True
-            else:
-                self._begin_press(button, ts)
-        else:
-            button.pressed = False
-            button.release_ns = ts
-        self._arm_settle(button)
+        self._apply(button, button.state.edge(active, int(event.timestamp_ns), self._clock_ns()))
 
-    def _begin_press(self, button: _Button, ts: int) -> None:
+    def _apply(self, button: _Button, fx: Effects) -> None:
+        """Carry out what the button's state machine asked for: timers, then presses."""
         assert self._loop is not None
-        button.pressed = True
-        button.press_ns = ts
-        button.release_ns = None
-        button.confirmed = False
-        button.long_fired = False
-        if button.long_timer is not None:
+        if fx.cancel_long and button.long_timer is not None:
             button.long_timer.cancel()
-        held_s = max(0.0, (self._clock_ns() - ts) / 1e9)
-        delay = max(0.0, self.config.long_press_s - held_s)
-        button.long_timer = self._loop.call_later(delay, self._long_press_due, button, ts)
-
-    def _arm_settle(self, button: _Button) -> None:
-        """Confirm the last accepted edge once the debounce window has passed."""
-        assert self._loop is not None
-        if button.settle_timer is not None:
-            button.settle_timer.cancel()
-            button.settle_timer = None
-        if self.config.debounce_ms > 0:
+            button.long_timer = None
+        if fx.long_after_s is not None:
+            press_ns = button.state.press_ns
+            assert press_ns is not None
+            button.long_timer = self._loop.call_later(
+                fx.long_after_s, self._long_press_due, button, press_ns)
+        if fx.settle_after_s is not None:
+            if button.settle_timer is not None:
+                button.settle_timer.cancel()
             button.settle_timer = self._loop.call_later(
-                self.config.debounce_ms / 1000.0, self._settle, button
-            )
-        else:
-            self._confirm(button)
+                fx.settle_after_s, self._settle, button)
+        for kind in fx.fire:
+            self._fire(button, kind)
 
     def _settle(self, button: _Button) -> None:
         """After the debounce window: read the line and confirm or undo the last edge."""
@@ -627,72 +404,13 @@ class GpioButtons:
         try:
             level = self._request.get_value(button.offset)
         except OSError:
-            level = button.pressed
-        if level == button.pressed:
-            self._confirm(button)
-        elif button.pressed and not button.confirmed:
-            # A press shorter than the debounce window: noise, not a press.
-            log.debug("gpio button %s: glitch ignored", button.label)
-            button.bounces += 1
-            button.pressed = False
-            button.press_ns = None
-            if button.long_timer is not None:
-                button.long_timer.cancel()
-                button.long_timer = None
-        elif button.pressed:
-            # Released, but the release edge was lost: release now.
-            button.pressed = False
-            button.release_ns = self._clock_ns()
-            self._confirm(button)
-        elif button.release_ns is not None:
-            # A release shorter than the debounce window while held: still held.
-            button.bounces += 1
-            button.pressed = True
-            button.release_ns = None
-            self._confirm(button)
-        else:
-            # Pressed, but the press edge was lost (or bounced away): press now.
-            self._begin_press(button, self._clock_ns())
-            self._confirm(button)
-
-    def _confirm(self, button: _Button) -> None:
-        """The button's state has been stable for the debounce window: act on it."""
-        if button.pressed:
-            button.confirmed = True
-            if (
-                button.press_ns is not None
-                and not button.long_fired
-                and self._clock_ns() - button.press_ns >= self.config.long_press_s * 1e9
-            ):
-                button.long_fired = True
-                self._fire(button, "long")
-            return
-        if button.release_ns is None:
-            return
-        release_ns, button.release_ns = button.release_ns, None
-        press_ns, button.press_ns = button.press_ns, None
-        if button.long_timer is not None:
-            button.long_timer.cancel()
-            button.long_timer = None
-        if button.long_fired or press_ns is None:
-            return  # the long press already fired at the threshold (or held since start-up)
-        held_s = (release_ns - press_ns) / 1e9
-        # Classified by the events' own timestamps, so a release read late is still short.
-        self._fire(button, "long" if held_s >= self.config.long_press_s else "short")
+            level = button.state.pressed
+        self._apply(button, button.state.settle(level, self._clock_ns()))
 
     def _long_press_due(self, button: _Button, press_ns: int) -> None:
         button.long_timer = None
         self._drain()  # a release read late must win over the threshold
-        if (
-            button.press_ns == press_ns
-            and button.pressed
-            and button.confirmed
-            and button.release_ns is None
-            and not button.long_fired
-        ):
-            button.long_fired = True
-            self._fire(button, "long")
-        # Otherwise the pending confirmation (_confirm) classifies the press.
+        self._apply(button, button.state.long_due(press_ns))
 
     def _fire(self, button: _Button, kind: Literal["short", "long"]) -> None:
         cfg = button.cfg
@@ -741,7 +459,7 @@ class GpioButtons:
                 self._sync_led()
 
     async def _execute(self, item: _Action) -> None:
-        recorder = self.daemon.recorder
+        recorder = self.recorder
         if item.action == "toggle_recording":
             if recorder.recording:
                 await recorder.stop()
@@ -754,7 +472,7 @@ class GpioButtons:
         elif item.action == "save_last":
             seconds = item.seconds
             if seconds is None:
-                seconds = float(self.daemon.config.recording.pre_roll_s)
+                seconds = self.pre_roll_s
             await recorder.save_last(seconds)
         else:  # pragma: no cover - the config only allows the actions above
             raise ValueError(f"unknown gpio action {item.action!r}")
@@ -763,7 +481,7 @@ class GpioButtons:
         if self._led_offset is None or self._request is None:
             return
         try:
-            want = bool(self.daemon.recorder.recording)
+            want = bool(self.recorder.recording)
         except Exception:  # the recorder is the daemon's; never let the LED kill the task
             return
         if want == self._led_on:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 import ssl
 from collections import Counter
@@ -57,20 +58,32 @@ def server_ssl_context(cert: str, key: str) -> ssl.SSLContext | None:
     return ctx
 
 
-def connection_cap(configured: int, soft_limit: int | None = None) -> int:
+def open_fds() -> int:
+    """File descriptors this process holds now (0 if ``/proc/self/fd`` cannot be read)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
+
+
+def connection_cap(configured: int, soft_limit: int | None = None,
+                   in_use: int | None = None) -> int:
     """The most client connections the process may hold: ``configured``
     (``security.max_connections``, 0 = automatic), never more than the process's soft
-    ``RLIMIT_NOFILE`` minus :data:`FD_HEADROOM` (and at least 16).
+    ``RLIMIT_NOFILE`` minus the descriptors already in use and :data:`FD_HEADROOM` (and at
+    least 16).
 
     Args:
         configured: the configured cap, or 0 for "as many as the fd limit allows".
         soft_limit: the fd limit to use (default: ``getrlimit(RLIMIT_NOFILE)``).
+        in_use: descriptors open now (default: :func:`open_fds`).
     """
     if soft_limit is None:
         soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft_limit == resource.RLIM_INFINITY or soft_limit <= 0:
         soft_limit = 1 << 20
-    ceiling = max(16, soft_limit - FD_HEADROOM)
+    used = open_fds() if in_use is None else in_use
+    ceiling = max(16, soft_limit - used - FD_HEADROOM)
     return ceiling if configured <= 0 else min(configured, ceiling)
 
 

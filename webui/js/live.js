@@ -49,6 +49,7 @@ const state = {
   startedPreroll: null, // pre-roll the running recording included
   delay: null,
   busy: false,
+  stopping: false, // our own Stop is running (its toast says Saved, not the status push)
   online: true,
   lastSession: null,
   stats: { framesShown: 0, exactDraws: 0, approxDraws: 0, noPoseDraws: 0, posesReceived: 0,
@@ -101,13 +102,22 @@ function render() {
   overlay.draw(hit ? hit.pose : null, d.ts, hit ? hit.exact : false, d);
 }
 
+let frameHandle = null;
+/** (Re)register for the next displayed frame (a new srcObject drops pending callbacks). */
+function armFrames() {
+  if (!("requestVideoFrameCallback" in HTMLVideoElement.prototype)) return;
+  if (frameHandle !== null) video.cancelVideoFrameCallback(frameHandle);
+  frameHandle = video.requestVideoFrameCallback(onVideoFrame);
+}
+
 function onVideoFrame(now, metadata) {
+  frameHandle = null;
   state.stats.framesShown++;
   if (player) player.frameShown();
   state.displayed = { ts: metadata.rtpTimestamp, width: metadata.width, height: metadata.height };
   if (metadata.rtpTimestamp !== undefined) sync.frameShown(metadata.rtpTimestamp, now);
   render();
-  video.requestVideoFrameCallback(onVideoFrame);
+  armFrames();
 }
 
 function drawWithoutVideo(pose) {
@@ -137,6 +147,7 @@ if (player) {
     sync.attach(e.detail.receiver);
     video.srcObject = e.detail.stream;
     video.play().catch(() => {});
+    armFrames();
     stageMessage("");
   });
   player.addEventListener("hello", (e) => {
@@ -147,7 +158,7 @@ if (player) {
   });
   player.addEventListener("pose", (e) => onPose(e.detail.pose));
   if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
-    video.requestVideoFrameCallback(onVideoFrame);
+    armFrames();
   } else {
     const tick = () => { state.displayed = { ts: undefined }; render(); requestAnimationFrame(tick); };
     requestAnimationFrame(tick);
@@ -314,7 +325,8 @@ function noteBuffer(status) {
 }
 
 function updateRecording(status) {
-  const wasRecording = state.recording.state === "recording";
+  const prev = state.recording;
+  const wasRecording = prev.state === "recording";
   state.recording = { ...status };
   state.recordingAt = performance.now();
   const recording = status.state === "recording";
@@ -332,7 +344,12 @@ function updateRecording(status) {
     el.textContent = "Ready";
     el.classList.remove("error");
   }
-  if (wasRecording && !recording && status.last_session_id) refreshLast();
+  if (wasRecording && !recording) {
+    refreshLast();
+    // stopped elsewhere (the GPIO button, another screen, HTTP): offer Watch here too
+    const id = prev.session_id || status.last_session_id;
+    if (!state.stopping && id) offerWatch(id);
+  }
   updateControls();
   tickTimer();
 }
@@ -431,6 +448,19 @@ async function refreshLast() {
   } catch { /* keep the link as it is */ }
 }
 
+async function offerWatch(id, tries = 10) {
+  try {
+    const s = await api(`/api/sessions/${id}`);
+    if (s.status === "recording") { // still being finished: ask again shortly
+      if (tries > 0) setTimeout(() => offerWatch(id, tries - 1), 300);
+      return;
+    }
+    refreshLast();
+    shell.toast(`Saved “${s.name}” (${formatDuration(s.duration_s)})`, {
+      kind: "ok", action: { label: "▶ Watch", href: watchUrl(s.id), id: "toast-watch" } });
+  } catch { /* it may be private to another screen */ }
+}
+
 function watchUrl(id) {
   return `/ui/replay.html?id=${id}&loop=1&play=1`;
 }
@@ -442,7 +472,10 @@ function sessionName() {
 
 $("record").addEventListener("click", async () => {
   if (state.recording.state === "recording") {
-    const s = await command("/api/recordings/stop");
+    state.stopping = true;
+    const s = await command("/api/recordings/stop").finally(() => {
+      setTimeout(() => { state.stopping = false; }, 2000); // its status push comes later
+    });
     if (s) {
       shell.toast(`Saved “${s.name}” (${formatDuration(s.duration_s)})`, {
         kind: "ok", action: { label: "▶ Watch", href: watchUrl(s.id), id: "toast-watch" } });

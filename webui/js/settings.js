@@ -25,7 +25,7 @@ function showWho() {
   $("pair-here").hidden = role !== "anonymous";
   $("unlock").hidden = shell.kiosk || !(role === "wall");
   $("lock").hidden = role !== "admin";
-  $("unlock").textContent = me && !me.admin_configured ? "Choose the admin PIN" : "Unlock admin";
+  $("unlock").textContent = me && !me.admin_configured ? "Set the admin PIN" : "Unlock admin";
 }
 
 function fact(label, value, note = "", bad = false) {

@@ -401,6 +401,7 @@ class AdminPad {
           <button type="button" data-key="0">0</button>
           <button type="button" data-key="letters" class="pad-alt">ABC</button>
         </div>
+        <a id="admin-pad-setup" class="button primary" href="/pair" hidden>Set the admin PIN</a>
         <div class="pad-actions">
           <button type="button" id="admin-pad-cancel">Cancel</button>
           <button type="submit" id="admin-pad-ok" class="primary" value="ok">Unlock</button>
@@ -429,13 +430,16 @@ class AdminPad {
     this.dialog.querySelector("#admin-pad-keys").hidden = false;
     this.dialog.querySelector("#admin-pad-dots").hidden = false;
     const me = this.shell.me;
-    const setup = me && !me.admin_configured;
-    this.setup = setup;
-    this.dialog.querySelector("#admin-pad-title").textContent = setup ? "Choose an admin PIN" : "Admin PIN";
+    // the first PIN needs the owner's admin code (`climbd pair --admin`): the pairing page
+    const setup = Boolean(me && !me.admin_configured);
+    this.dialog.querySelector("#admin-pad-title").textContent = setup ? "No admin PIN yet" : "Admin PIN";
     this.dialog.querySelector("#admin-pad-help").textContent = setup
-      ? "No admin PIN is set yet. Choose one of at least 8 digits (or letters)."
+      ? "The owner sets the admin PIN once, with an admin code from the appliance."
       : "Unlocks deleting and settings on this screen for a few minutes.";
-    this.dialog.querySelector("#admin-pad-ok").textContent = setup ? "Set PIN" : "Unlock";
+    for (const id of ["#admin-pad-keys", "#admin-pad-dots", "#admin-pad-ok"]) {
+      this.dialog.querySelector(id).hidden = setup;
+    }
+    this.dialog.querySelector("#admin-pad-setup").hidden = !setup;
     this._error("");
     this._show();
     if (!this.dialog.open) this.dialog.showModal();
@@ -469,8 +473,7 @@ class AdminPad {
     const ok = this.dialog.querySelector("#admin-pad-ok");
     ok.disabled = true;
     try {
-      await api(this.setup ? "/api/auth/admin/setup" : "/api/auth/admin/login",
-        { method: "POST", body: { password } });
+      await api("/api/auth/admin/login", { method: "POST", body: { password } });
       this.value = "";
       text.value = "";
       this.dialog.close();
