@@ -32,6 +32,7 @@ from climbd.attempts.analysis import analyse_series
 from climbd.broadcast import Broadcast, Subscription
 from climbd.errors import AlreadyRecording, ClimbdError, NotRecording, SessionNotFound
 from climbd.storage.attempts import AttemptStore
+from climbd.visibility import SYSTEM, viewing
 
 if TYPE_CHECKING:
     from climbd.config import AttemptsConfig
@@ -299,7 +300,8 @@ class AttemptService:
 
     async def _analyse(self, session_id: int) -> None:
         try:
-            await analyse_session(self.db, session_id)
+            with viewing(SYSTEM):  # the appliance's own work, whoever stopped the recording
+                await analyse_session(self.db, session_id)
             self.analysed += 1
         except SessionNotFound:
             return
@@ -310,12 +312,14 @@ class AttemptService:
         """Analyse finished sessions that never were (e.g. recorded before this version).
         Returns how many were analysed."""
         done = 0
-        recs, _ = await self.db.list_sessions(limit=limit)
+        with viewing(SYSTEM):
+            recs, _ = await self.db.list_sessions(limit=limit)
         store = AttemptStore(self.db)
         for rec in recs:
             if rec.status == "recording":
                 continue
-            info = await store.analysis(rec.id)
+            with viewing(SYSTEM):
+                info = await store.analysis(rec.id)
             if info is None or info["version"] != DETECTOR_VERSION or \
                     info["frames_with_pose"] != rec.frames_with_pose:
                 await self._analyse(rec.id)

@@ -66,6 +66,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help=f"run only tests of these tiers ({', '.join(TIERS)}); repeatable")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Record each test's tier, keep only the ``--tier`` ones (untiered tests are kept, so
     that they fail), order them cheapest tier first, and put them in pytest-xdist groups.
@@ -87,13 +88,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.user_properties.append(("tier", tier or "none"))  # reaches the xdist controller
         if item.get_closest_marker("xdist_group") is None:
             group = (f"timing-{tier}" if item.get_closest_marker("timing")
-                     else item.nodeid.split("::")[0])
+                     else Path(item.nodeid.split("::")[0]).stem)
             item.add_marker(pytest.mark.xdist_group(group))
+        _xdist_group_nodeid(config, item)
         (keep if not wanted or tier is None or tier in wanted else dropped).append(item)
     keep.sort(key=lambda i: TIERS.index(t) if (t := i.stash[_TIER_KEY]) else -1)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
     items[:] = keep
+
+
+def _xdist_group_nodeid(config: pytest.Config, item: pytest.Item) -> None:
+    """Give a pytest-xdist worker's item the ``<nodeid>@<group>`` id that ``--dist loadgroup``
+    schedules by. pytest-xdist 3.8 sets ``item._nodeid`` for this, which pytest >= 9.2 no
+    longer reads (the id lives in ``item._id``), so every test would be scheduled alone."""
+    if not getattr(config.option, "loadgroup", False) or "@" in item.nodeid:
+        return
+    try:
+        from _pytest.nodeid import coerce_node_id  # pytest >= 9.2
+    except ImportError:  # older pytest: pytest-xdist's own hook does it
+        return
+    names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                    for m in item.iter_markers("xdist_group")})
+    item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(names)}")  # type: ignore[attr-defined]
 
 
 class _TierClock:

@@ -6,7 +6,10 @@
   the camera's return, and a recording running across the drop continues after it with the
   gap recorded (``gaps.json``, continuous time base) and every frame it had;
 - the camera's credentials (``rtsp://user:password@...``) appear in no health report, API
-  response, STATUS line or log line.
+  response, STATUS line or log line;
+- a camera that comes back with another frame size finalises the recording at the drop;
+- an HTTP MJPEG camera (a real HTTP server on loopback) that goes away is lost, not ended,
+  and comes back.
 
 Passthrough (the camera's own H.264) is in ``tests/test_passthrough.py``.
 """
@@ -31,7 +34,7 @@ from climbd.storage import probe
 from tests.conftest import DaemonProcess
 from tests.rtsp_support import RtspCamera, need_rtsp_server, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timing]  # wall-clock rates and delays
 
 USER, PASSWORD = "camuser", "s3cret-Pw"
 FPS = 30
@@ -47,10 +50,10 @@ def cameras(tmp_path: Path) -> Iterator[list[RtspCamera]]:
         cam.stop()
 
 
-@pytest.mark.parametrize("transport", ["tcp", "udp"])
+@pytest.mark.parametrize(("transport", "rate"), [("tcp", 30), ("udp", 25)])
 def test_frames_at_the_camera_rate(tmp_path: Path, cameras: list[RtspCamera],
-                                   transport: str) -> None:
-    cam = RtspCamera(tmp_path, USER, PASSWORD, fps=FPS)
+                                   transport: str, rate: int) -> None:
+    cam = RtspCamera(tmp_path, USER, PASSWORD, fps=rate)
     cameras.append(cam)
     cam.start()
     cfg = CaptureConfig(source=cam.url(), rtsp_transport=transport)  # type: ignore[arg-type]
@@ -59,20 +62,21 @@ def test_frames_at_the_camera_rate(tmp_path: Path, cameras: list[RtspCamera],
                            lambda f: frames.append((time.monotonic(), f)), cfg)
     worker.start()
     try:
-        wait_for(lambda: len(frames) >= 30, 20, "first second of frames")
+        wait_for(lambda: len(frames) >= rate, 20, "first second of frames")
         n0, t0 = len(frames), time.monotonic()   # after the first second (start-up burst)
         wait_for(lambda: time.monotonic() - t0 >= 3.0, 5, "3 s of capture", poll=0.2)
         n1, t1 = len(frames), time.monotonic()
-        rate = (n1 - n0) / (t1 - t0)
-        assert FPS * 0.9 <= rate <= FPS * 1.1, rate
+        measured = (n1 - n0) / (t1 - t0)
+        assert rate * 0.9 <= measured <= rate * 1.1, measured
         # the health figure: frames per second of capture time over a sliding window
-        assert FPS * 0.9 <= worker.fps <= FPS * 1.1, worker.fps
+        assert rate * 0.9 <= worker.fps <= rate * 1.1, worker.fps
         assert worker.state is CaptureState.RUNNING and worker.error is None
+        assert worker.source_fps == rate   # the stream's nominal rate, not the config's
         # timestamps follow the camera's own clock: evenly spaced even when packets come
         # in bursts (after the first second)
         ts = [f.timestamp for _, f in frames[n0:n1]]
         steps = [b - a for a, b in itertools.pairwise(ts)]
-        assert min(steps) > 0 and max(steps) < 3.0 / FPS
+        assert min(steps) > 0 and max(steps) < 3.0 / rate
         assert [f.number for _, f in frames] == list(range(len(frames)))
         image = frames[-1][1].image
         assert image is not None and (image.width, image.height) == (640, 360)
@@ -276,3 +280,78 @@ def test_camera_back_with_another_size_finalises_the_recording_at_the_drop(
     assert status == 201 and (again["width"], again["height"]) == (480, 272), again
     status, again = d.post("/api/recordings/stop")
     assert status == 200 and again["status"] == "completed", again
+
+
+class MjpegServer:
+    """An HTTP MJPEG camera (``multipart/x-mixed-replace`` JPEGs, as many IP cameras and
+    ESP32-CAMs serve) on 127.0.0.1, 15 frames/s; :meth:`stop` drops every connection."""
+
+    def __init__(self, port: int = 0, fps: float = 15.0):
+        import http.server
+
+        import cv2
+        import numpy as np
+
+        frames = []
+        for i in range(15):
+            img = np.zeros((240, 320, 3), np.uint8)
+            cv2.circle(img, (20 + i * 20, 120), 15, (0, 255, 255), -1)
+            frames.append(cv2.imencode(".jpg", img)[1].tobytes())
+        stop = self._stop = threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                for i in itertools.count():
+                    if stop.wait(1 / fps):
+                        return
+                    jpg = frames[i % len(frames)]
+                    try:
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
+                                         + f"Content-Length: {len(jpg)}\r\n\r\n".encode()
+                                         + jpg + b"\r\n")
+                    except OSError:
+                        return
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        http.server.ThreadingHTTPServer.allow_reuse_address = True
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_http_mjpeg_camera_that_goes_away_is_lost_and_comes_back() -> None:
+    server = MjpegServer()
+    port = server.port
+    url = f"http://127.0.0.1:{port}/video.mjpg?user=admin&pwd=hunter2"
+    cfg = CaptureConfig(source=url, retry_initial_s=0.5, retry_max_s=2.0, stall_timeout_s=3.0)
+    got: list[Frame] = []
+    worker = CaptureWorker(lambda n: open_source(url, cfg, n), got.append, cfg)
+    worker.start()
+    try:
+        wait_for(lambda: len(got) >= 15, 20, "MJPEG frames")
+        assert got[-1].image is not None and got[-1].image.width == 320
+        server.stop()   # the camera goes away: end of the HTTP stream
+        wait_for(lambda: worker.state is CaptureState.LOST, 15, "lost")
+        assert worker.state is not CaptureState.ENDED
+        assert "hunter2" not in (worker.error or "") and "pwd=***" in (worker.error or ""), \
+            worker.error
+        n = len(got)
+        server = MjpegServer(port)
+        wait_for(lambda: worker.state is CaptureState.RUNNING and len(got) > n + 15, 30,
+                 "back")
+        assert [f.number for f in got] == list(range(len(got)))
+    finally:
+        worker.stop()
+        server.stop()

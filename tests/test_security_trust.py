@@ -437,3 +437,38 @@ async def test_one_device_cannot_hold_every_live_slot(tmp_path: Path, media: Pat
         finally:
             for s in sockets:
                 await s.close()
+
+
+async def test_climbd_token_and_admin_password_cli_use_the_admin_socket(
+        tmp_path: Path, media: Path) -> None:
+    import sys
+
+    from tests.conftest import REPO
+
+    async def cli(*args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "climbd", *args, "--state-dir", str(daemon.state_dir),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, cwd=REPO)
+        out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
+        return proc.returncode or 0, out.decode(), err.decode()
+
+    async with secure_daemon(tmp_path, **ROOMY) as (daemon, base), Agent(base) as admin:
+        code, secret, err = await cli("token", "create", "--scope", "viewer", "--name", "tv")
+        assert code == 0 and secret.strip().startswith("climbd_"), err
+        async with Agent(base, origin=None) as tv:
+            headers = {"Authorization": f"Bearer {secret.strip()}"}
+            status, me = await tv.req("GET", "/api/auth/me", headers=headers)
+            assert (me["role"], me["scope"]) == ("wall", "viewer")
+            assert (await tv.req("GET", "/api/sessions", headers=headers))[0] == 200
+            status, _ = await tv.req("POST", "/api/recordings/start", json={},
+                                     headers=headers)
+            assert status == 403  # viewer: read and watch, no triggers
+            code, listing, _ = await cli("token", "list")
+            token_id = int(listing.split()[0])
+            assert code == 0 and "viewer" in listing and "tv" in listing
+            assert (await cli("token", "revoke", str(token_id)))[0] == 0
+            assert (await tv.req("GET", "/api/auth/me", headers=headers))[0] == 401
+        code, _, err = await cli("admin-password", stdin=b"a brand new password\n")
+        assert code == 0, err
+        assert (await admin.login("a brand new password"))["role"] == "admin"

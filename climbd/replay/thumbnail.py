@@ -21,8 +21,10 @@ THUMB_WIDTH = 320
 THUMB_QUALITY = 4
 
 
-def make_thumbnail(video: Path, out: Path, width: int = THUMB_WIDTH) -> int:
-    """Write a JPEG of the frame nearest the middle of ``video`` to ``out`` (atomically).
+def make_thumbnail(video: Path, out: Path, width: int = THUMB_WIDTH,
+                   at_s: float | None = None) -> int:
+    """Write a JPEG of the frame nearest the middle of ``video`` (or the first frame at or
+    after ``at_s`` seconds, e.g. an attempt's lift-off) to ``out`` (atomically).
 
     Blocking (decodes from the keyframe before the middle); returns the JPEG's size in bytes.
 
@@ -38,7 +40,7 @@ def make_thumbnail(video: Path, out: Path, width: int = THUMB_WIDTH) -> int:
         tb = stream.time_base or fractions.Fraction(1, 90000)
         duration = (float(stream.duration * tb) if stream.duration
                     else (container.duration or 0) / 1_000_000)
-        target = duration / 2
+        target = duration / 2 if at_s is None else max(0.0, min(at_s, duration))
         if target > 0:
             with contextlib.suppress(av.FFmpegError, OSError):
                 container.seek(int(target / tb), stream=stream, backward=True)

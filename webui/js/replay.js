@@ -183,6 +183,19 @@ function showFrame(index) {
   const last = p.overlay.last;
   $("pose-info").textContent = !last || last.frameTs !== index ? ""
     : last.points.length ? "skeleton from this frame" : (p.waitingPose === index ? "loading skeleton…" : "no skeleton on this frame");
+  showCompareLink(p.times[index]);
+}
+
+// "Compare with previous attempt" (compare.html, attempts helper): the attempt on screen
+// (the last one started at or before the frame) against the one before it.
+function showCompareLink(t) {
+  const link = $("compare-prev");
+  const attempts = (state.session && state.session.attempts) || [];
+  if (!link || !attempts.length) return;
+  let i = 0;
+  attempts.forEach((a, k) => { if (a.start_s <= t + 1e-3) i = k; });
+  link.href = `/ui/compare.html?a=${state.session.id}&at=${i}`;
+  link.hidden = false;
 }
 
 function showPlayState() {

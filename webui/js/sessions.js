@@ -142,7 +142,75 @@ function card(s) {
   button.append(thumb, meta);
   button.addEventListener("click", () => openDetail(s.id));
   li.appendChild(button);
+  const strip = attemptStrip(s);
+  if (strip) li.appendChild(strip);
   return li;
+}
+
+// The session's attempts (found from pose: climber leaves the ground → back on it): a
+// thumbnail at lift-off and the duration; a tap replays from the lift-off, "vs previous"
+// opens the compare page with the attempt before it.
+// The detail dialog: each attempt's headline metrics (climbd/attempts/metrics.py).
+function showAttemptMetrics(s) {
+  let box = document.getElementById("detail-attempts");
+  if (!box) {
+    box = document.createElement("ul");
+    box.id = "detail-attempts";
+    box.className = "detail-attempts";
+    box.setAttribute("aria-label", "Attempts");
+    $("detail-facts").after(box);
+  }
+  box.replaceChildren();
+  (s.attempts || []).forEach((a, i) => {
+    const m = a.metrics || {};
+    const parts = [
+      m.time_on_wall_s !== null && m.time_on_wall_s !== undefined ? `${formatDuration(m.time_on_wall_s)} on the wall` : "",
+      m.height_gained_m !== null && m.height_gained_m !== undefined ? `${m.height_gained_m.toFixed(2)} m up` : "",
+      m.hip_path_m !== null && m.hip_path_m !== undefined ? `hip path ${m.hip_path_m.toFixed(1)} m` : "",
+      m.economy !== null && m.economy !== undefined ? `economy ${Math.round(m.economy * 100)} %` : "",
+      Array.isArray(m.pauses) ? `${m.pauses.length} pause${m.pauses.length === 1 ? "" : "s"}` : "",
+    ].filter(Boolean);
+    const li = document.createElement("li");
+    const link = document.createElement("a");
+    link.href = `/ui/replay.html?id=${s.id}&t=${a.start_s}`;
+    link.textContent = `Attempt ${i + 1}`;
+    li.append(link, document.createTextNode(`: ${parts.join(" · ") || "no measurements"}`));
+    box.appendChild(li);
+  });
+  box.hidden = !(s.attempts || []).length;
+}
+
+function attemptStrip(s) {
+  const attempts = s.attempts || [];
+  if (!attempts.length || !s.video_url) return null;
+  const ul = document.createElement("div");
+  ul.className = "attempts";
+  ul.setAttribute("role", "group");
+  ul.setAttribute("aria-label", `Attempts in ${s.name}`);
+  attempts.forEach((a, i) => {
+    const item = document.createElement("div");
+    item.className = "attempt-item";
+    const link = document.createElement("a");
+    link.className = "attempt";
+    link.href = `/ui/replay.html?id=${s.id}&t=${a.start_s}`;
+    const dur = a.duration_s === null || a.duration_s === undefined
+      ? "to the end" : formatDuration(a.duration_s);
+    link.setAttribute("aria-label", `Attempt ${i + 1}, ${dur}: replay from lift-off`);
+    const img = document.createElement("img");
+    img.loading = "lazy";
+    img.decoding = "async";
+    img.alt = "";
+    img.src = `/api/sessions/${s.id}/attempts/${i}/thumbnail`;
+    img.addEventListener("error", () => img.remove(), { once: true });
+    link.append(img, text("span", "attempt-label", `#${i + 1} · ${dur}`));
+    const vs = document.createElement("a");
+    vs.className = "attempt-compare";
+    vs.href = `/ui/compare.html?a=${s.id}&at=${i}`;
+    vs.textContent = "vs previous";
+    item.append(link, vs);
+    ul.appendChild(item);
+  });
+  return ul;
 }
 
 function text(tag, cls, content) {
@@ -194,6 +262,7 @@ async function openDetail(id) {
     s.width && s.height ? `${s.width}×${s.height}` : "", s.fps ? `${Math.round(s.fps * 100) / 100} fps` : "",
     statusText(s)].filter(Boolean);
   $("detail-facts").textContent = facts.join(" · ");
+  showAttemptMetrics(s);
   const img = $("detail-thumb");
   img.hidden = !s.video_url;
   if (s.video_url) img.src = `/api/sessions/${s.id}/thumbnail`;
