@@ -496,11 +496,22 @@ def run_in_private_netns(test_file: Path, inner_tests: list[str], tmp_path: Path
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 300 KiB tmpfs (needs root and mount(2); the test is skipped otherwise)."""
+    yield from _tmpfs(tmp_path, "300k")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs: room for a fresh catalog with every migration and its WAL, which a
+    test then fills with a ballast file (needs root and mount(2); skipped otherwise)."""
+    yield from _tmpfs(tmp_path, "1m")
+
+
+def _tmpfs(tmp_path: Path, size: str) -> Iterator[Path]:
     mnt = tmp_path / "tiny"
     mnt.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)],
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
                          capture_output=True, text=True)
     if res.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
