@@ -79,11 +79,14 @@ class Daemon:
         safe_mode: why the daemon runs in safe mode (the config file was invalid): the
             HTTP API and web UI stay reachable with built-in defaults, but nothing is
             captured; health reports the reason.
+        config_sources: where each config key's value came from (operator page); {} =
+            nothing known.
     """
 
     def __init__(self, config: Config, state_dir: Path,
                  source_factory: Callable[[int], FrameSource] | None = None,
-                 safe_mode: str | None = None):
+                 safe_mode: str | None = None,
+                 config_sources: dict[str, ConfigSource] | None = None):
         self.config = config
         self.safe_mode = safe_mode
         self.state_dir = state_dir
@@ -106,7 +109,7 @@ class Daemon:
         self.app: web.Application | None = None
         self.port: int | None = None
         #: where each non-default config key came from ("file"/"cli"; set by ``climbd run``)
-        self.config_sources: dict[str, ConfigSource] = {}
+        self.config_sources: dict[str, ConfigSource] = dict(config_sources or {})
         #: health entries of the services, registered by :meth:`add_health`: name -> fn
         self._health_sources: dict[str, Callable[[], Any]] = {"viewers": lambda: 0}
         self._runner: web.AppRunner | None = None

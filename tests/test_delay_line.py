@@ -78,11 +78,11 @@ async def test_packets_and_poses_come_out_delay_s_late_from_a_keyframe() -> None
         # the first one is the first keyframe at or after now - delay: not overdue
         lags = [arrived - p.timestamp for arrived, p in out]
         # never early; typically within a few ms (the machine is shared: the median is
-        # asserted to one frame, the tail is scheduling noise)
-        assert min(lags) >= 0.6 and np.median(lags) < 0.6 + 1 / FPS, lags
+        # asserted to two frames, the tail is scheduling noise)
+        assert min(lags) >= 0.6 and np.median(lags) < 0.6 + 2 / FPS, lags
         # paced like the camera, not in a burst
         gaps = np.diff([arrived for arrived, _ in out])
-        assert np.median(gaps) == pytest.approx(1 / FPS, abs=0.005), gaps
+        assert np.median(gaps) == pytest.approx(1 / FPS, abs=0.01), gaps
         numbers = [p.frame_number for _, p in out]
         assert numbers == list(range(numbers[0], numbers[0] + 60)), "no gap, no repeat"
         assert [p.pts for _, p in out] == [n * TICKS for n in numbers], "pts unchanged"

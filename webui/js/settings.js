@@ -56,7 +56,7 @@ function showFacts(sys, health) {
   const items = [
     fact("Camera", cam.state || "–", cam.source ? String(cam.source) : "", cam.state && cam.state !== "running"),
     fact("Camera fps", num(cam.fps)),
-    fact("Skeleton fps", num(pose.fps), pose.workers ? `${pose.workers} workers` : ""),
+    fact("Skeleton fps", num(pose.fps), pose.workers ? `${pose.workers} worker${pose.workers === 1 ? "" : "s"}` : ""),
     fact("Encoder", vid.encoder || "–", typeof vid.encode_ms_mean === "number" ? `${num(vid.encode_ms_mean)} ms a frame` : ""),
   ];
   if (sys) {
