@@ -149,3 +149,9 @@ class Outbox:
             "AND status != 'recording' AND created_at < ? ORDER BY created_at, id",
             (before,)) as cur:
             return [int(r[0]) for r in await cur.fetchall()]
+
+    async def archived_ids(self) -> set[int]:
+        """Ids of every session whose archive copy is confirmed (``archived_at`` set)."""
+        async with self.db.read("archived session ids") as conn, conn.execute(
+                "SELECT id FROM sessions WHERE archived_at IS NOT NULL") as cur:
+            return {int(r[0]) for r in await cur.fetchall()}
