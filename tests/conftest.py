@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import math
 import os
 import re
 import signal
@@ -114,11 +115,14 @@ def _xdist_group_nodeid(config: pytest.Config, item: pytest.Item) -> None:
 
 
 class _TierClock:
-    """Per-tier time of a run, from the test reports (which carry the tier from workers)."""
+    """Per-tier time of a run, from the test reports (which carry the tier from workers).
+
+    A tier's wall time is the union of the intervals in which at least one of its tests
+    (setup, call or teardown) was running, on any worker: with tiers interleaved across
+    pytest-xdist workers the tiers' wall times add up to more than the run's."""
 
     def __init__(self) -> None:
-        self.first: dict[str, float] = {}
-        self.last: dict[str, float] = {}
+        self.spans: dict[str, list[tuple[float, float]]] = {}
         self.busy: dict[str, float] = {}
         self.tests: dict[str, int] = {}
 
@@ -126,11 +130,19 @@ class _TierClock:
         tier = dict(report.user_properties).get("tier")
         if not isinstance(tier, str):
             return
-        self.first[tier] = min(self.first.get(tier, report.start), report.start)
-        self.last[tier] = max(self.last.get(tier, report.stop), report.stop)
+        self.spans.setdefault(tier, []).append((report.start, report.stop))
         self.busy[tier] = self.busy.get(tier, 0.0) + report.duration
         if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
             self.tests[tier] = self.tests.get(tier, 0) + 1
+
+    def wall(self, tier: str) -> float:
+        """Seconds in which some test of ``tier`` was running."""
+        total, end = 0.0, -math.inf
+        for a, b in sorted(self.spans.get(tier, [])):
+            if b > end:
+                total += b - max(a, end)
+                end = b
+        return total
 
 
 _CLOCK = _TierClock()
@@ -142,22 +154,22 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config
                             ) -> None:
-    """Print each tier's wall time (first test start to last test end) and test time."""
-    if hasattr(config, "workerinput") or not _CLOCK.first:
+    """Print each tier's wall time (while some test of it ran) and its summed test time."""
+    if hasattr(config, "workerinput") or not _CLOCK.spans:
         return
     tr = terminalreporter
     tr.write_sep("=", "time per tier")
     for tier in [*TIERS, "none"]:
-        if tier in _CLOCK.first:
-            wall = _CLOCK.last[tier] - _CLOCK.first[tier]
+        if tier in _CLOCK.spans:
+            wall = _CLOCK.wall(tier)
             tr.write_line(f"{tier:<12} {_CLOCK.tests.get(tier, 0):4d} tests   wall {wall:7.1f} s"
                           f"   test time {_CLOCK.busy[tier]:7.1f} s")
     out = os.environ.get("CLIMBD_TIER_TIMES")
     if out:  # scripts/test collects these across runs
         with open(out, "a") as f:
-            for tier in _CLOCK.first:
+            for tier in _CLOCK.spans:
                 f.write(json.dumps({"tier": tier, "tests": _CLOCK.tests.get(tier, 0),
-                                    "wall_s": round(_CLOCK.last[tier] - _CLOCK.first[tier], 1),
+                                    "wall_s": round(_CLOCK.wall(tier), 1),
                                     "test_s": round(_CLOCK.busy[tier], 1)}) + "\n")
 
 
