@@ -102,6 +102,8 @@ class Daemon:
         self.attempts: AttemptService | None = None
         self.live: WhepEndpoint | None = None
         self.media: MediaWorker | None = None
+        self.mqtt: Any = None
+        self.archive: Any = None
         self.auth: AuthStore
         self.services: Services | None = None
         self.app: web.Application | None = None
@@ -215,6 +217,16 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.attempts.run(), name="attempts"))
         self._tasks.append(asyncio.create_task(self.attempts.backfill(), name="attempts-backfill"))
         self.add_health("attempts", self.attempts.status)
+        # 6c. MQTT bridge (events, stats, commands, Home Assistant discovery)
+        if cfg.mqtt.enabled and not self.safe_mode:
+            from climbd.mqtt import MqttBridge
+
+            self.mqtt = MqttBridge(cfg.mqtt, self.recorder, self.attempts.events,
+                                   self._mqtt_stats)
+            self._tasks.append(asyncio.create_task(self.mqtt.run(), name="mqtt"))
+            self.add_health("mqtt", self.mqtt.status)
+        else:
+            self.add_health("mqtt", lambda: {"state": "disabled"})
         # 7. replay's media worker
         self.media = MediaWorker()
         # 8. credential store
@@ -254,6 +266,18 @@ class Daemon:
             await self.admin_socket.start()
         except OSError as exc:
             log.error("no local admin socket at %s: %s", self.admin_socket.path, exc)
+
+    def _mqtt_stats(self) -> dict[str, Any]:
+        """The MQTT bridge's periodic stats: camera/pose fps, viewers, disk, recording."""
+        ph = self.pipeline.health()
+        try:
+            free: int | None = shutil.disk_usage(self.state_dir).free
+        except OSError:
+            free = None
+        return {"fps": ph["capture"]["fps"], "pose_fps": ph["pose"]["fps"],
+                "camera": ph["capture"]["state"],
+                "viewers": self.live.viewers if self.live is not None else 0,
+                "disk_free_bytes": free, "recording": self.recorder.recording}
 
     async def _delete_session(self, session_id: int) -> Any:
         """Retention's delete: the recorder's (which refuses the running recording)."""
@@ -307,6 +331,8 @@ class Daemon:
             self._health_sources.pop("live", None)
         if self.exports is not None:
             await self.exports.close()
+        if self.mqtt is not None:
+            await self.mqtt.close()
         if self.media is not None:
             self.media.close()
         for t in self._tasks:

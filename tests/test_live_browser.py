@@ -315,7 +315,7 @@ async def test_inner_touch_targets_and_offline_page(daemon: DaemonProcess, brows
 async def test_inner_refusals_are_shown_and_retried(daemon: DaemonProcess, browser: Any) -> None:
     """An unpaired tablet (401) gets a big "Pair this tablet" link; a full live view (503)
     says so and retries after Retry-After, then plays once a slot is free."""
-    page = await browser.new_page(viewport=LANDSCAPE)
+    page = await browser.new_page(viewport=LANDSCAPE, extra_http_headers=auth_headers(daemon.base))
     try:
         answers = {"status": 401}
 
