@@ -191,7 +191,7 @@ class Daemon:
             log.warning("recovered %d interrupted session(s)", len(recovered))
         self._tasks.append(asyncio.create_task(self.recorder.run(), name="recorder"))
         # 4b. pose backfill of finished (and recovered) sessions, in an idle-priority process
-        if cfg.pose.enabled and not self.safe_mode:
+        if not self.safe_mode:
             self.backfill = PoseBackfill(self.db, self.state_dir, cfg.pose)
             self.recorder.finished_listeners.append(self.backfill.submit)
             self._tasks.append(asyncio.create_task(self.backfill.run(), name="pose-backfill"))

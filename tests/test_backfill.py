@@ -149,13 +149,25 @@ async def test_backfill_resumes_after_restart(tmp_path: Path, short_reference: P
             store = BackfillStore(db)
             assert await store.pending() == [sid]   # 'live' and not recording: queued at start
             first = PoseBackfill(db, state, PoseConfig(), chunk_s=0.5)
+            # the daemon stops (SIGTERM) while the second chunk is being committed: one
+            # chunk is in the database, the worker was still running
+            stage = first.store.add_chunk
+            committing_second = asyncio.Event()
+
+            async def add_chunk(*a: Any, **kw: Any) -> None:
+                if await first.store.next_frame(sid) > 0:
+                    committing_second.set()
+                    await asyncio.Event().wait()   # never returns: cancelled below
+                await stage(*a, **kw)
+
+            first.store.add_chunk = add_chunk  # type: ignore[method-assign]
             task = asyncio.create_task(first.run())
-            stopped_at = await async_wait_until(
-                lambda: store.next_frame(sid), 300, interval=0.02, what="a staged chunk")
-            await first.close()
+            await asyncio.wait_for(committing_second.wait(), 600)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await first.close()
+            stopped_at = await store.next_frame(sid)
             rec = await db.get_session(sid)
             assert rec.pose_status == "backfilling", "the first run finished before the stop"
             assert 0 < stopped_at < rec.frame_count

@@ -38,6 +38,9 @@ _STOP_GRACE_S = 5.0
 class PoseBackfill:
     """Fills in the pose of frames live pose skipped, session by session.
 
+    With ``pose.enabled = false`` no worker runs: finished sessions become ``complete`` with
+    the (zero) frames they have.
+
     Args:
         db: the session catalog.
         state_dir: root the sessions' ``video_path`` is relative to.
@@ -137,6 +140,8 @@ class PoseBackfill:
         rec = await self.store.begin(session_id)
         if rec.pose_status != "backfilling":
             return rec
+        if not self.pose.enabled:  # nothing will analyse it: say so instead of "live"
+            return await self.store.give_up(session_id, "pose is disabled")
         video = self.state_dir / rec.video_path
         start = await self.store.next_frame(session_id)
         self.frames_done, self.frames_total, self.fps = start, rec.frame_count, 0.0
