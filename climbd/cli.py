@@ -137,11 +137,11 @@ def _run(args: argparse.Namespace) -> int:
                                            if k.startswith("server.")})
     _setup_logging(config.log_level)
     state_dir = resolve_state_dir(args.state_dir)
-    daemon = Daemon(config, state_dir, safe_mode=safe_mode)
-    daemon.config_sources = config_sources(
+    sources = config_sources(
         set() if safe_mode else config_file_keys(args.config),
         overrides if not safe_mode else {k: v for k, v in overrides.items()
                                          if k.startswith("server.")})
+    daemon = Daemon(config, state_dir, safe_mode=safe_mode, config_sources=sources)
     asyncio.run(daemon.run_forever())
     return 0
 

@@ -34,6 +34,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 __all__ = [
+    "ArchiveConfig",
     "AttemptsConfig",
     "ButtonConfig",
     "CaptureConfig",
@@ -42,6 +43,7 @@ __all__ = [
     "GpioConfig",
     "LedConfig",
     "LiveConfig",
+    "MqttConfig",
     "PoseConfig",
     "RecordingConfig",
     "RetentionConfig",
@@ -381,6 +383,74 @@ class ExportConfig(_Section):
     crf: int = Field(20, ge=0, le=51, description="libx264 quality of burned-in exports")
 
 
+class MqttConfig(_Section):
+    """MQTT events, commands and Home Assistant discovery (``climbd.mqtt``)."""
+
+    enabled: bool = Field(False, description="Connect to an MQTT broker")
+    url: str = Field(
+        "mqtt://localhost:1883", description="Broker: mqtt://host[:port] (1883) or "
+        "mqtts://host[:port] (TLS, 8883, the system's CA certificates)"
+    )
+    username: str = Field("", description="Broker user name; '' = anonymous")
+    password_file: str = Field(
+        "", description="File holding the broker password (readable by the service user)"
+    )
+    topic_prefix: str = Field("climbd", description="Topics are <topic_prefix>/<device_id>/...")
+    device_id: str = Field("", description="This box's id in topics and discovery; '' = the "
+                           "host name")
+    discovery: bool = Field(True, description="Publish Home Assistant discovery documents")
+    discovery_prefix: str = Field("homeassistant", description="Home Assistant's discovery "
+                                  "prefix (it announces itself on <prefix>/status)")
+    stats_interval_s: float = Field(30.0, gt=0, le=3600,
+                                    description="Seconds between stats messages")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive (s): the broker "
+                             "sends the last will this long after the box vanishes (x1.5)")
+    queue_max: int = Field(1000, ge=10, le=100_000, description="Messages kept while the "
+                           "broker is away; beyond it the oldest are dropped (counted in health)")
+    retry_initial_s: float = Field(1.0, gt=0, le=60, description="First reconnect delay (s)")
+    retry_max_s: float = Field(30.0, gt=0, le=3600, description="Longest reconnect delay (s)")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        if not url.startswith(("mqtt://", "mqtts://")):
+            raise ValueError(f"{url!r} must start with mqtt:// or mqtts://")
+        return url
+
+    @field_validator("topic_prefix", "device_id", "discovery_prefix")
+    @classmethod
+    def _check_topic_part(cls, part: str) -> str:
+        if any(c in part for c in "+#\0") or part.startswith("/") or part.endswith("/"):
+            raise ValueError(f"{part!r} must not contain + # or NUL nor start/end with /")
+        return part
+
+
+class ArchiveConfig(_Section):
+    """Copies of completed sessions in an S3-compatible bucket (``climbd.archive``)."""
+
+    enabled: bool = Field(False, description="Upload every completed session")
+    endpoint_url: str = Field("", description="S3 endpoint, e.g. 'http://minio.lan:9000'; "
+                              "'' = AWS")
+    bucket: str = Field("", description="Bucket name (must exist)")
+    prefix: str = Field("", description="Key prefix: <prefix>/<session uuid>/...; '' = the "
+                        "device id (mqtt.device_id, else the host name)")
+    region: str = Field("us-east-1", description="Region name (most servers accept any)")
+    access_key_id: str = Field("", description="Access key id; '' = boto3's usual lookup")
+    secret_access_key: str = Field("", description="Secret key (prefer secret_access_key_file)")
+    secret_access_key_file: str = Field(
+        "", description="File holding the secret key, readable by the service user only"
+    )
+    delete_local_after_days: float = Field(
+        0.0, ge=0, description="Delete local copies of archived sessions this many days "
+        "after recording (pinned ones kept); 0 = keep"
+    )
+    part_size_mb: int = Field(8, ge=5, le=512, description="Multipart part size in MiB "
+                              "(memory used by an upload is about one part)")
+    retry_initial_s: float = Field(5.0, gt=0, le=3600, description="First retry delay (s)")
+    retry_max_s: float = Field(300.0, gt=0, le=86400, description="Longest retry delay (s)")
+    nice: int = Field(19, ge=0, le=19, description="Nice value of the upload thread")
+
+
 class SecurityConfig(_Section):
     """Access control and abuse limits (``climbd.security``; see THREAT_MODEL.md)."""
 
@@ -489,6 +559,8 @@ class Config(_Section):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     share: ShareConfig = Field(default_factory=ShareConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

@@ -82,11 +82,14 @@ class Daemon:
         safe_mode: why the daemon runs in safe mode (the config file was invalid): the
             HTTP API and web UI stay reachable with built-in defaults, but nothing is
             captured; health reports the reason.
+        config_sources: where each config key's value came from (operator page); {} =
+            nothing known.
     """
 
     def __init__(self, config: Config, state_dir: Path,
                  source_factory: Callable[[int], FrameSource] | None = None,
                  safe_mode: str | None = None,
+                 config_sources: dict[str, ConfigSource] | None = None,
                  pose_factory: Callable[[], PoseEstimator] | None = None):
         self.config = config
         self.safe_mode = safe_mode
@@ -105,12 +108,14 @@ class Daemon:
         self.attempts: AttemptService | None = None
         self.live: WhepEndpoint | None = None
         self.media: MediaWorker | None = None
+        self.mqtt: Any = None
+        self.archive: Any = None
         self.auth: AuthStore
         self.services: Services | None = None
         self.app: web.Application | None = None
         self.port: int | None = None
         #: where each non-default config key came from ("file"/"cli"; set by ``climbd run``)
-        self.config_sources: dict[str, ConfigSource] = {}
+        self.config_sources: dict[str, ConfigSource] = dict(config_sources or {})
         #: health entries of the services, registered by :meth:`add_health`: name -> fn
         self._health_sources: dict[str, Callable[[], Any]] = {"viewers": lambda: 0}
         self._runner: web.AppRunner | None = None
@@ -226,6 +231,16 @@ class Daemon:
         self.add_health("attempts", self.attempts.status)
         if self.backfill is not None:  # the filled-in pose changes the attempts
             self.backfill.completed_listeners.append(self._reanalyse)
+        # 6c. MQTT bridge (events, stats, commands, Home Assistant discovery)
+        if cfg.mqtt.enabled and not self.safe_mode:
+            from climbd.mqtt import MqttBridge
+
+            self.mqtt = MqttBridge(cfg.mqtt, self.recorder, self.attempts.events,
+                                   self._mqtt_stats)
+            self._tasks.append(asyncio.create_task(self.mqtt.run(), name="mqtt"))
+            self.add_health("mqtt", self.mqtt.status)
+        else:
+            self.add_health("mqtt", lambda: {"state": "disabled"})
         # 7. replay's media worker
         self.media = MediaWorker()
         # 8. credential store
@@ -277,6 +292,18 @@ class Daemon:
                 log.exception("session %d: attempt analysis after backfill failed", record.id)
 
         self._tasks.append(asyncio.create_task(run(), name=f"reanalyse-{record.id}"))
+
+    def _mqtt_stats(self) -> dict[str, Any]:
+        """The MQTT bridge's periodic stats: camera/pose fps, viewers, disk, recording."""
+        ph = self.pipeline.health()
+        try:
+            free: int | None = shutil.disk_usage(self.state_dir).free
+        except OSError:
+            free = None
+        return {"fps": ph["capture"]["fps"], "pose_fps": ph["pose"]["fps"],
+                "camera": ph["capture"]["state"],
+                "viewers": self.live.viewers if self.live is not None else 0,
+                "disk_free_bytes": free, "recording": self.recorder.recording}
 
     async def _delete_session(self, session_id: int) -> Any:
         """Retention's delete: the recorder's (which refuses the running recording)."""
@@ -332,6 +359,8 @@ class Daemon:
             await self.exports.close()
         if self.backfill is not None:
             await self.backfill.close()
+        if self.mqtt is not None:
+            await self.mqtt.close()
         if self.media is not None:
             self.media.close()
         for t in self._tasks:

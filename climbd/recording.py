@@ -349,6 +349,9 @@ class Recorder:
         #: called with the final record of every session the recorder finishes (completed
         #: or failed), on the event loop; must not block (the attempt analysis subscribes)
         self.finished_listeners: list[Callable[[SessionRecord], None]] = []
+        #: called with the new record of every session the recorder starts, on the event
+        #: loop; must not block (the MQTT bridge subscribes)
+        self.started_listeners: list[Callable[[SessionRecord], None]] = []
 
     # -- state -----------------------------------------------------------------------------
     @property
@@ -582,6 +585,11 @@ class Recorder:
             self._take_pose(a, pose)
         self._active = a
         self.last_error = None
+        for listener in list(self.started_listeners):
+            try:
+                listener(record)
+            except Exception:
+                log.exception("session %d: started listener failed", record.id)
         log.info("recording session %d %r from %.2f s in the past", record.id, record.name,
                  now - key.timestamp, extra={"session_id": record.id})
         return record

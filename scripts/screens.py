@@ -50,7 +50,8 @@ async def ready(page, name: str) -> None:
     if name in ("live", "delayed"):
         with contextlib.suppress(AssertionError):  # else show what there is
             await wait_js(page, "() => window.climbd && window.climbd.state.stats.framesShown > 5"
-                          " && window.climbd.state.stats.exactDraws > 2", timeout=25)
+                          " && window.climbd.state.stats.exactDraws > 2"
+                          " && !document.getElementById('record').disabled", timeout=25)
     elif name == "replay":
         await wait_js(page, "() => window.replay && window.replay.player"
                       " && window.replay.player.shown", timeout=30)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import math
 import os
 import re
 import signal
@@ -66,6 +67,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help=f"run only tests of these tiers ({', '.join(TIERS)}); repeatable")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Record each test's tier, keep only the ``--tier`` ones (untiered tests are kept, so
     that they fail), order them cheapest tier first, and put them in pytest-xdist groups.
@@ -87,8 +89,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.user_properties.append(("tier", tier or "none"))  # reaches the xdist controller
         if item.get_closest_marker("xdist_group") is None:
             group = (f"timing-{tier}" if item.get_closest_marker("timing")
-                     else item.nodeid.split("::")[0])
+                     else Path(item.nodeid.split("::")[0]).stem)
             item.add_marker(pytest.mark.xdist_group(group))
+        _xdist_group_nodeid(config, item)
         (keep if not wanted or tier is None or tier in wanted else dropped).append(item)
     keep.sort(key=lambda i: TIERS.index(t) if (t := i.stash[_TIER_KEY]) else -1)
     if dropped:
@@ -96,12 +99,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = keep
 
 
+def _xdist_group_nodeid(config: pytest.Config, item: pytest.Item) -> None:
+    """Give a pytest-xdist worker's item the ``<nodeid>@<group>`` id that ``--dist loadgroup``
+    schedules by. pytest-xdist 3.8 sets ``item._nodeid`` for this, which pytest >= 9.2 no
+    longer reads (the id lives in ``item._id``), so every test would be scheduled alone."""
+    if not getattr(config.option, "loadgroup", False) or "@" in item.nodeid:
+        return
+    try:
+        from _pytest.nodeid import coerce_node_id  # pytest >= 9.2
+    except ImportError:  # older pytest: pytest-xdist's own hook does it
+        return
+    names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                    for m in item.iter_markers("xdist_group")})
+    item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(names)}")  # type: ignore[attr-defined]
+
+
 class _TierClock:
-    """Per-tier time of a run, from the test reports (which carry the tier from workers)."""
+    """Per-tier time of a run, from the test reports (which carry the tier from workers).
+
+    A tier's wall time is the union of the intervals in which at least one of its tests
+    (setup, call or teardown) was running, on any worker: with tiers interleaved across
+    pytest-xdist workers the tiers' wall times add up to more than the run's."""
 
     def __init__(self) -> None:
-        self.first: dict[str, float] = {}
-        self.last: dict[str, float] = {}
+        self.spans: dict[str, list[tuple[float, float]]] = {}
         self.busy: dict[str, float] = {}
         self.tests: dict[str, int] = {}
 
@@ -109,11 +130,19 @@ class _TierClock:
         tier = dict(report.user_properties).get("tier")
         if not isinstance(tier, str):
             return
-        self.first[tier] = min(self.first.get(tier, report.start), report.start)
-        self.last[tier] = max(self.last.get(tier, report.stop), report.stop)
+        self.spans.setdefault(tier, []).append((report.start, report.stop))
         self.busy[tier] = self.busy.get(tier, 0.0) + report.duration
         if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
             self.tests[tier] = self.tests.get(tier, 0) + 1
+
+    def wall(self, tier: str) -> float:
+        """Seconds in which some test of ``tier`` was running."""
+        total, end = 0.0, -math.inf
+        for a, b in sorted(self.spans.get(tier, [])):
+            if b > end:
+                total += b - max(a, end)
+                end = b
+        return total
 
 
 _CLOCK = _TierClock()
@@ -125,22 +154,22 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config
                             ) -> None:
-    """Print each tier's wall time (first test start to last test end) and test time."""
-    if hasattr(config, "workerinput") or not _CLOCK.first:
+    """Print each tier's wall time (while some test of it ran) and its summed test time."""
+    if hasattr(config, "workerinput") or not _CLOCK.spans:
         return
     tr = terminalreporter
     tr.write_sep("=", "time per tier")
     for tier in [*TIERS, "none"]:
-        if tier in _CLOCK.first:
-            wall = _CLOCK.last[tier] - _CLOCK.first[tier]
+        if tier in _CLOCK.spans:
+            wall = _CLOCK.wall(tier)
             tr.write_line(f"{tier:<12} {_CLOCK.tests.get(tier, 0):4d} tests   wall {wall:7.1f} s"
                           f"   test time {_CLOCK.busy[tier]:7.1f} s")
     out = os.environ.get("CLIMBD_TIER_TIMES")
     if out:  # scripts/test collects these across runs
         with open(out, "a") as f:
-            for tier in _CLOCK.first:
+            for tier in _CLOCK.spans:
                 f.write(json.dumps({"tier": tier, "tests": _CLOCK.tests.get(tier, 0),
-                                    "wall_s": round(_CLOCK.last[tier] - _CLOCK.first[tier], 1),
+                                    "wall_s": round(_CLOCK.wall(tier), 1),
                                     "test_s": round(_CLOCK.busy[tier], 1)}) + "\n")
 
 
@@ -467,11 +496,22 @@ def run_in_private_netns(test_file: Path, inner_tests: list[str], tmp_path: Path
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 300 KiB tmpfs (needs root and mount(2); the test is skipped otherwise)."""
+    yield from _tmpfs(tmp_path, "300k")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs: room for a fresh catalog with every migration and its WAL, which a
+    test then fills with a ballast file (needs root and mount(2); skipped otherwise)."""
+    yield from _tmpfs(tmp_path, "1m")
+
+
+def _tmpfs(tmp_path: Path, size: str) -> Iterator[Path]:
     mnt = tmp_path / "tiny"
     mnt.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)],
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
                          capture_output=True, text=True)
     if res.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")

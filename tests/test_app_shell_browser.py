@@ -43,7 +43,7 @@ from tests.ui_support import (
     wait_js,
 )
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.timing]  # wall-clock rates and delays
 
 INNER_TESTS = 9
 ADMIN_PIN = "24681357"
@@ -51,6 +51,7 @@ ADMIN_PIN = "24681357"
 
 @pytest.mark.timeout(1800)  # 9 browser tests, two exports, a daemon restart
 @pytest.mark.skipif(IN_NETNS, reason="already inside the namespace")
+@pytest.mark.timeout(1500)  # runs a whole suite (the inner tests have their own)
 def test_app_shell_suite_in_a_private_network_namespace() -> None:
     why = netns_available()
     if why:

@@ -26,7 +26,7 @@ from tests.conftest import REPO, STEEPWALL, DaemonProcess
 from tests.securitykit import Agent
 from tests.whep_viewer import Viewer
 
-pytestmark = pytest.mark.media  # a climbd run subprocess with BlazePose
+pytestmark = [pytest.mark.media, pytest.mark.timing]  # a climbd run subprocess with BlazePose
 
 DELAY_S = 3.0
 FPS = 25.0  # the clip's rate (a file source is paced like a camera)

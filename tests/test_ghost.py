@@ -273,7 +273,12 @@ async def test_player_sends_rows_at_the_recorded_pace_across_windows() -> None:
     await _until(lambda: any(m["state"] == "ended" for m in host.json_sent("ghost_state")))
     rows = host.poses_sent()
     frames = [m.frame for _, m in rows if not m.still]
-    assert frames == full.frames.tolist()[:len(frames)] and len(frames) >= 70
+    # in recorded order, nothing twice; a row too late to be useful is skipped (counted),
+    # never sent out of turn — on a loaded machine a few may be
+    assert frames == sorted(set(frames)) and set(frames) <= set(full.frames.tolist())
+    stats = player.stats()
+    assert len(frames) + stats["skipped"] + stats["dropped"] >= 75 - 1, stats
+    assert len(frames) >= 60, stats
     # pacing: send times against the stored timestamps (a straight line of slope 1)
     ts = np.array([m.t for _, m in rows if not m.still])
     sent = np.array([t for t, m in rows if not m.still])

@@ -243,6 +243,7 @@ async def test_armed_ghost_starts_with_the_recording_aligned(env: Env, viewer: G
 
 
 @pytest.mark.skipif(IN_NETNS, reason="already inside the namespace")
+@pytest.mark.timeout(1500)  # runs a whole suite (the inner tests have their own)
 def test_ghost_page_suite_in_a_private_network_namespace(tmp_path: Path) -> None:
     if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
         pytest.skip("needs root, unshare and ip to make a network namespace")

@@ -40,7 +40,7 @@ from tests.rtsp_support import (
 )
 from tests.whep_viewer import Viewer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timing]  # wall-clock rates and delays
 
 FPS = 30
 GOP = 30   # frames: a keyframe a second, as the docs tell camera owners to set

@@ -38,6 +38,7 @@ FLAGS = [
 
 
 @pytest.mark.skipif(IN_NETNS, reason="already inside the namespace")
+@pytest.mark.timeout(1500)  # runs a whole suite (the inner tests have their own)
 def test_passthrough_in_chromium_in_a_private_network_namespace() -> None:
     if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
         pytest.skip("needs root, unshare and ip to make a network namespace")

@@ -320,14 +320,14 @@ def fill_disk(directory: Path) -> Path:
     return ballast
 
 
-async def test_full_disk_raises_disk_full_and_keeps_committed_rows(tiny_disk: Path) -> None:
-    path = tiny_disk / "climbd.sqlite3"
+async def test_full_disk_raises_disk_full_and_keeps_committed_rows(small_disk: Path) -> None:
+    path = small_disk / "climbd.sqlite3"
     db = await Database.open(path)
     try:
         rec = await new_session(db, name="before the disk filled")
         first = make_series(30)
         await append(db, rec.id, first, 30, 1.0)
-        ballast = fill_disk(tiny_disk)
+        ballast = fill_disk(small_disk)
 
         big = make_series(200, t0=1.0, frame0=30, seed=5)  # ~190 KB: cannot fit
         with pytest.raises(DiskFullError):

@@ -33,6 +33,7 @@ import logging
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -46,6 +47,7 @@ from climbd.storage.access_schema import OWNERS_MIGRATION, SECURITY_MIGRATION
 from climbd.storage.attempts import ATTEMPTS_MIGRATION
 from climbd.storage.backfill import BACKFILL_MIGRATION
 from climbd.storage.exports import EXPORTS_MIGRATION
+from climbd.storage.outbox import ARCHIVE_MIGRATION
 from climbd.storage.posecodec import PoseSeries, decode_chunk, encode_chunk
 from climbd.visibility import check_visible, session_filter_sql
 
@@ -103,7 +105,8 @@ MIGRATIONS: tuple[str, ...] = (
     SECURITY_MIGRATION,  # 3: devices, tokens, pairing codes, session privacy (climbd.security)
     ATTEMPTS_MIGRATION,  # 4: attempts and attempt_analyses (climbd.storage.attempts)
     OWNERS_MIGRATION,  # 5: API token scopes, sessions.owner_token_id (climbd.security)
-    BACKFILL_MIGRATION,  # 6: sessions.pose_status, frames_analyzed, pose backfill tables
+    ARCHIVE_MIGRATION,  # 6: sessions.uuid, sessions.archived_at, archive_outbox
+    BACKFILL_MIGRATION,  # 7: sessions.pose_status, frames_analyzed, pose backfill tables
 )
 
 #: Up to this many chunks (~seconds) are decoded on the event loop; more go to a thread.
@@ -112,7 +115,8 @@ _DECODE_INLINE_CHUNKS = 8
 _SESSION_COLUMNS = (
     "id, name, description, climber, created_at, updated_at, duration_s, frame_count, "
     "frames_with_pose, video_path, status, error, width, height, fps, source, pre_roll_s, "
-    "pinned, owner_device_id, private, owner_token_id, pose_status, frames_analyzed"
+    "pinned, owner_device_id, private, owner_token_id, uuid, archived_at, pose_status, "
+    "frames_analyzed"
 )
 
 
@@ -143,6 +147,9 @@ class SessionRecord(BaseModel):
             :meth:`Database.get_session`, :meth:`~Database.list_sessions`,
             :meth:`~Database.poses`, edits and deletes — filter by the request's viewer,
             :mod:`climbd.visibility`).
+        uuid: random version-4 UUID of the session (its archive key; never clashes
+            between boxes).
+        archived_at: unix time (s) the archive confirmed its last object, else None.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -168,6 +175,8 @@ class SessionRecord(BaseModel):
     owner_device_id: int | None = None
     private: bool = False
     owner_token_id: int | None = None
+    uuid: str | None = None
+    archived_at: float | None = None
     pose_status: Literal["live", "backfilling", "complete"] = "complete"
     frames_analyzed: int = 0
 
@@ -378,11 +387,11 @@ class Database:
             cur = await conn.execute(
                 "INSERT INTO sessions (name, description, climber, created_at, updated_at, "
                 "video_path, status, width, height, fps, source, pre_roll_s, "
-                "owner_device_id, owner_token_id, pose_status) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'recording', ?, ?, ?, ?, ?, ?, ?, 'live')",
+                "owner_device_id, owner_token_id, uuid, pose_status) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'recording', ?, ?, ?, ?, ?, ?, ?, ?, 'live')",
                 (name.strip() or default_session_name(now), description, climber, now, now,
                  video_path, int(width), int(height), float(fps), source, float(pre_roll_s),
-                 owner_device_id, owner_token_id),
+                 owner_device_id, owner_token_id, str(uuid.uuid4())),
             )
             assert cur.lastrowid is not None
             return await self.session_row(conn, cur.lastrowid)

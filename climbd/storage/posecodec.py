@@ -5,7 +5,7 @@ A recording stores its poses as *chunks*: one SQLite row holds about one second 
 bytes produced by :func:`encode_chunk`; :func:`decode_chunk` turns it back into a
 :class:`PoseSeries`.
 
-Format version 2 (written by the database since schema 6: quantized, 474 bytes a frame)::
+Format version 2 (written by the database since schema 7: quantized, 474 bytes a frame)::
 
     offset  size        field
     0       4           magic b"CPS1"
@@ -34,7 +34,7 @@ Error bounds (half a quantization step; values are clipped to the ranges):
   always NaN with the legacy MediaPipe graph).
 
 Format version 1 (936 bytes a frame: times f64, frames i32, image x, y, z f32, world x, y, z
-f32 metres, visibility/presence f16) is what databases written before schema 6 hold and
+f32 metres, visibility/presence f16) is what databases written before schema 7 hold and
 what the HTTP API's ``format=bin`` pose windows still send (the browser decodes it; see
 :data:`WIRE_VERSION`): :func:`decode_chunk` reads both, :func:`encode_chunk` writes either.
 Old chunks stay as they are (no migration rewrites them).

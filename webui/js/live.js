@@ -383,7 +383,8 @@ function updateControls() {
   $("save-less").disabled = off || recording || steps.indexOf(state.saveSeconds) <= 0;
   $("save-more").disabled = off || recording || steps.indexOf(state.saveSeconds) >= steps.length - 1;
   $("buffer-info").textContent = have === null ? "Buffer: –"
-    : `Buffer holds the last ${formatSeconds(have)}`
+    : `Buffer holds the last ${formatSeconds(typeof state.recording.buffer_max_s === "number"
+      ? Math.min(have, state.recording.buffer_max_s) : have)}`
       + (typeof state.recording.buffer_max_s === "number" ? ` (up to ${formatSeconds(state.recording.buffer_max_s)})` : "");
   $("session-name").disabled = !state.online;
 }

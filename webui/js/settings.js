@@ -56,7 +56,7 @@ function showFacts(sys, health) {
   const items = [
     fact("Camera", cam.state || "–", cam.source ? String(cam.source) : "", cam.state && cam.state !== "running"),
     fact("Camera fps", num(cam.fps)),
-    fact("Skeleton fps", num(pose.fps), pose.workers ? `${pose.workers} workers` : ""),
+    fact("Skeleton fps", num(pose.fps), pose.workers ? `${pose.workers} worker${pose.workers === 1 ? "" : "s"}` : ""),
     fact("Encoder", vid.encoder || "–", typeof vid.encode_ms_mean === "number" ? `${num(vid.encode_ms_mean)} ms a frame` : ""),
   ];
   if (sys) {
@@ -72,6 +72,18 @@ function showFacts(sys, health) {
     ret.state === "critical" || ret.state === "low"));
   items.push(fact("Retention", ret.state || "–",
     [ret.max_age_days ? `keeps ${ret.max_age_days} days` : "", ret.message || ""].filter(Boolean).join(" · ")));
+  const mq = h.mqtt || {};
+  if (mq.state && mq.state !== "disabled") {
+    items.push(fact("MQTT", mq.state, [mq.broker, mq.queued ? `${mq.queued} queued` : "",
+      mq.dropped ? `${mq.dropped} dropped` : "", mq.state !== "connected" ? mq.last_error || "" : ""]
+      .filter(Boolean).join(" · "), mq.state !== "connected"));
+  }
+  const ar = h.archive || {};
+  if (ar.state && ar.state !== "disabled") {
+    items.push(fact("Archive", ar.state, [ar.bucket, `${ar.pending ?? 0} waiting`,
+      `${ar.archived ?? 0} archived`, ar.last_error || ""].filter(Boolean).join(" · "),
+      ar.state === "failing"));
+  }
   $("facts").replaceChildren(...items);
 }
 

@@ -74,6 +74,11 @@ function el(tag, attrs = {}, html = "") {
 export function healthProblems(h) {
   const out = [];
   if (!h || typeof h !== "object") return out;
+  if (Array.isArray(h.reasons) && !h.capture) {
+    // an unpaired screen gets only general reasons (THREAT_MODEL.md, "Health")
+    for (const r of h.reasons) out.push({ kind: "warn", text: `The appliance reports: ${r}.` });
+    return out;
+  }
   if (h.safe_mode) {
     out.push({ kind: "error", text: "Safe mode: the settings file has an error, so nothing is "
       + `filmed or recorded until it is fixed (${h.safe_mode}).` });
