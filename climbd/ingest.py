@@ -29,6 +29,7 @@ from climbd.errors import SourceError, StorageError
 from climbd.pose import PoseEstimator
 from climbd.statedir import StateDir
 from climbd.storage import Database, finalize
+from climbd.storage.backfill import BackfillStore
 
 __all__ = ["IngestResult", "decode_rgb_frames", "ingest_file"]
 
@@ -149,6 +150,7 @@ async def ingest_file(path: str | Path, db: Database, state_dir: Path,
     video_path = paths.relative(video)
     await db.finish_session(rec.id, status="completed", frame_count=frames,
                             duration_s=info.duration_s, video_path=video_path)
+    await BackfillStore(db).begin(rec.id)  # pose ran on every frame: complete at once
     from climbd.attempt_service import analyse_session
 
     found = await analyse_session(db, rec.id)
@@ -227,7 +229,7 @@ async def _pose_all(src: Path, db: Database, session_id: int, config: PoseConfig
             if isinstance(item, Exception):
                 raise item
             pending, n, t_next = item
-            frames = n
+            analyzed, frames = n - frames, n
             with_pose += len(pending)
             idx = np.array([p[0] for p in pending], np.int32)
             ts = np.array([p[1] for p in pending], np.float64)
@@ -237,7 +239,7 @@ async def _pose_all(src: Path, db: Database, session_id: int, config: PoseConfig
                      else np.zeros((0, 33, 3), np.float32))
             duration = t_next if t_next is not None else (float(ts[-1]) if len(ts) else 0.0)
             await db.append_poses(session_id, idx, ts, image, world, frame_count=n,
-                                  duration_s=duration)
+                                  duration_s=duration, analyzed=analyzed)
     finally:
         stop.set()
         for t in threads:

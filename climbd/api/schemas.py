@@ -65,6 +65,10 @@ class SessionOut(BaseModel):
     duration_s: float
     frame_count: int
     frames_with_pose: int
+    frames_analyzed: int = Field(0, description="frames pose ran on (a person found or not)")
+    pose_status: Literal["live", "backfilling", "complete"] = Field(
+        "complete", description="'live' while recording (live pose may skip frames), "
+        "'backfilling' while the recorded video is analysed for them, 'complete' after")
     status: Literal["recording", "completed", "processing", "interrupted", "failed"]
     error: str | None = None
     width: int | None = None
