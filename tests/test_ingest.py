@@ -62,7 +62,7 @@ def test_ingest_every_clip_matches_mediapipe(tmp_path: Path, media: Path) -> Non
         frames = np.concatenate([decode_chunk(b).frames for b in blobs])
         image = np.concatenate([decode_chunk(b).image for b in blobs])
         assert frames.tolist() == detected
-        np.testing.assert_allclose(image[:, :, :2], xy, atol=1.6e-5)  # stored as uint16
+        np.testing.assert_allclose(image[:, :, :2], xy, atol=7e-5)  # stored as uint16
 
 
 def test_ingest_bad_files_are_clear_errors(tmp_path: Path, media: Path) -> None:
