@@ -71,7 +71,7 @@ def test_nan_world_and_extreme_values_survive() -> None:
 def test_version_2_is_quantized_within_the_documented_bounds() -> None:
     s = make_series(64, t0=3.5, frame0=10, seed=3)
     s.image[0, 0, 4] = 0.7
-    s.image[1, :, :2] = (-0.49, 1.49)  # outside the frame, still in range
+    s.image[1, :, :2] = (-1.49, 2.49)  # well outside the frame, still in range
     s.world[2] = np.nan                # a frame without world landmarks
     blob = s.encode()
     assert FORMAT_VERSION == 2 and blob[4] == 2
@@ -79,9 +79,9 @@ def test_version_2_is_quantized_within_the_documented_bounds() -> None:
     np.testing.assert_array_equal(out.frames, s.frames)
     np.testing.assert_array_equal(out.times, s.times)  # times and frames stay exact
     xy = np.abs(out.image[:, :, :2] - s.image[:, :, :2])
-    assert xy.max() <= 1.53e-5 + 1e-7                   # 0.02 px of a 1280 px frame
+    assert xy.max() <= 6.87e-5 + 1e-7                   # 0.09 px of a 1280 px frame
     assert xy.max() > 0                                # it is quantized, not float32
-    assert np.abs(out.image[:, :, 2] - s.image[:, :, 2]).max() <= 6.11e-5
+    assert np.abs(out.image[:, :, 2] - s.image[:, :, 2]).max() <= 2.45e-4
     assert np.abs(out.image[:, :, 3] - s.image[:, :, 3]).max() <= 1 / 508 + 1e-6
     assert abs(out.image[0, 0, 4] - 0.7) <= 1 / 508 + 1e-6
     assert np.isnan(out.image[:, :, 4]).sum() == 64 * 33 - 1
@@ -90,12 +90,12 @@ def test_version_2_is_quantized_within_the_documented_bounds() -> None:
     assert np.abs(out.world[ok] - s.world[ok]).max() <= 0.0005 + 1e-6   # half a millimetre
     # out of range: clipped to the range ends, never wrapped round
     far = make_series(1)
-    far.image[0, 0, :3] = (7.0, -3.0, 9.0)
+    far.image[0, 0, :3] = (7.0, -5.0, 20.0)
     far.world[0, 0] = (40.0, -40.0, 0.0)
     back = decode_chunk(far.encode())
-    assert back.image[0, 0, 0] == pytest.approx(1.5, abs=1e-4)
-    assert back.image[0, 0, 1] == pytest.approx(-0.5, abs=1e-4)
-    assert back.image[0, 0, 2] == pytest.approx(4.0, abs=1e-3)
+    assert back.image[0, 0, 0] == pytest.approx(5.0, abs=1e-4)
+    assert back.image[0, 0, 1] == pytest.approx(-4.0, abs=1e-4)
+    assert back.image[0, 0, 2] == pytest.approx(16.0, abs=1e-3)
     assert back.world[0, 0, 0] == pytest.approx(32.767) and back.world[0, 0, 1] == \
         pytest.approx(-32.767)
 
@@ -103,7 +103,7 @@ def test_version_2_is_quantized_within_the_documented_bounds() -> None:
 def test_old_version_1_chunks_stay_readable_next_to_version_2() -> None:
     s = make_series(5)
     v1, v2 = decode_chunk(s.encode(version=1)), decode_chunk(s.encode(version=2))
-    np.testing.assert_allclose(v1.image[:, :, :2], v2.image[:, :, :2], atol=1.6e-5)
+    np.testing.assert_allclose(v1.image[:, :, :2], v2.image[:, :, :2], atol=7e-5)
     np.testing.assert_allclose(v1.world, v2.world, atol=5e-4 + 1e-6)
     with pytest.raises(ValueError, match="version 7"):
         s.encode(version=7)

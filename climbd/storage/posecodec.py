@@ -16,17 +16,18 @@ Format version 2 (written by the database since schema 7: quantized, 474 bytes a
     12      4           CRC-32 (zlib) of the body below
     16      8 n         times, float64, seconds from session start (exact)
             4 n         frames, int32, session frame index (exact)
-            132 n       image x, y, uint16, (n, 33, 2): q = round((v + 0.5) * 32767.5)
-            66 n        image z, int16, (n, 33): q = round(z * 8192)
+            132 n       image x, y, uint16, (n, 33, 2): q = round((v + 4) * 65534 / 9)
+            66 n        image z, int16, (n, 33): q = round(z * 2048)
             198 n       world x, y, z, int16 millimetres, (n, 33, 3)
             66 n        image visibility, presence, uint8, (n, 33, 2): q = round(v * 254)
 
 Error bounds (half a quantization step; values are clipped to the ranges):
 
-- image x, y: normalised range -0.5..1.5 (a landmark may fall outside the frame), step
-  2 / 65535 = 3.05e-5, so |error| <= 1.53e-5 of the frame width/height: 0.02 px on a
-  1280x720 frame. 65535 is NaN.
-- image z: range -4..4 (BlazePose's z is on the scale of x), |error| <= 6.1e-5.
+- image x, y: normalised range -4..5 (BlazePose puts landmarks it cannot see, e.g. legs
+  below the frame, well outside it: values to -1.5 and 2.5 were measured on the test
+  clips), step 9 / 65534 = 1.37e-4, so |error| <= 6.9e-5 of the frame width/height: 0.09 px
+  on a 1280x720 frame. 65535 is NaN.
+- image z: range -16..16 (BlazePose's z is on the scale of x), |error| <= 2.45e-4.
   -32768 is NaN.
 - world x, y, z: range +-32.767 m (hip-centred, a person is < 2 m from the hips), |error|
   <= 0.5 mm. -32768 is NaN (also a frame without world landmarks).
@@ -87,8 +88,8 @@ BYTES_PER_FRAME_V2 = 8 + 4 + _L * 2 * 2 + _L * 2 + _L * 3 * 2 + _L * 2
 BYTES_PER_FRAME = BYTES_PER_FRAME_V2
 _FRAME_SIZE = {1: BYTES_PER_FRAME_V1, 2: BYTES_PER_FRAME_V2}
 
-_XY_OFFSET, _XY_SCALE, _XY_NAN = 0.5, 32767.5, 65535
-_Z_SCALE, _I16_NAN = 8192.0, -32768
+_XY_OFFSET, _XY_SCALE, _XY_NAN = 4.0, 65534 / 9, 65535
+_Z_SCALE, _I16_NAN = 2048.0, -32768
 _MM = 1000.0
 _P_SCALE, _P_NAN = 254.0, 255
 
