@@ -101,6 +101,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 await db.finish_session(rec.id, status="completed", frame_count=1,
                                         duration_s=1.0,
                                         video_path=f"sessions/{rec.id}/video.mp4")
+                async with db.transaction("no pose to backfill") as conn:  # as the daemon's
+                    await conn.execute(  # backfill leaves a session without pose
+                        "UPDATE sessions SET pose_status = 'complete' WHERE id = ?", (rec.id,))
             config = Config.model_validate({"capture": {"source": str(clip), "loop": True}})
             pipeline = Pipeline(config, asyncio.get_running_loop())
             pipeline.start()
@@ -122,6 +125,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     task = asyncio.create_task(archiver.run())
                 result["with_upload"] = await _window(pipeline, args.window)
                 sent = archiver.uploaded_bytes
+                result["archiver_status"] = archiver.status()
                 server_cpu = _proc_cpu(server.pid) - server_cpu0
                 task.cancel()
                 await archiver.close()
