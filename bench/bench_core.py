@@ -5,6 +5,11 @@ Measured side by side in one run, on the real clips in ../shared/media:
 - ``ingest_vs_model``: ``climbd ingest`` frames/s against the pose model's own frames/s on the
   same, pre-decoded frames (interleaved model, ingest, model, ingest; medians). Target ≥ 0.85.
 - ``pose_bytes_per_frame``: stored pose bytes (chunk blobs) per frame with a pose.
+- ``db_bytes_per_analyzed_frame``: the whole catalog after one ingest of the clip — the
+  database file and its WAL (every table, index and the empty schema's pages included) plus
+  the session's frame-time table (``frames.f64``) — over the frames pose ran on
+  (``frames_analyzed``). Target ≤ 1024. ``db_marginal_bytes_per_frame``: the same without
+  the empty schema (what each further frame costs).
 - ``live``: a live recording of ``--record-s`` seconds from a paced file source through the
   real daemon: video bytes per second, CPU seconds per recorded second (process CPU time
   over wall time while recording), pose coverage of the recorded frames.
@@ -35,6 +40,7 @@ from climbd.config import Config  # noqa: E402
 from climbd.daemon import Daemon  # noqa: E402
 from climbd.ingest import decode_rgb_frames, ingest_file  # noqa: E402
 from climbd.pose import PoseEstimator  # noqa: E402
+from climbd.replay.media import write_frame_table  # noqa: E402
 from climbd.statedir import StateDir  # noqa: E402
 from climbd.storage import Database  # noqa: E402
 
@@ -63,6 +69,35 @@ async def ingest_fps(clip: Path, state: Path) -> tuple[float, int, int]:
                              "WHERE session_id = ?", (res.id,)).fetchone()[0]
     con.close()
     return res.frames / dt, blob_bytes, res.frames_with_pose
+
+
+async def db_bytes(state: Path) -> dict[str, float]:
+    """Bytes of the whole catalog (database + WAL + frame tables) per analysed frame."""
+    paths = StateDir(state)
+    db = await Database.open(paths.db)
+    try:
+        files = [paths.db, paths.db.with_name(paths.db.name + "-wal")]
+        open_bytes = sum(f.stat().st_size for f in files if f.exists())
+    finally:
+        await db.close()
+    on_disk = sum(f.stat().st_size for f in files if f.exists())
+    con = sqlite3.connect(paths.db)
+    rows = con.execute("SELECT id, frames_analyzed, video_path FROM sessions").fetchall()
+    con.close()
+    tables = 0
+    for sid, _, video_path in rows:
+        out = paths.frame_table(sid)
+        write_frame_table(state / video_path, out)
+        tables += out.stat().st_size
+    analyzed = sum(r[1] for r in rows)
+    with tempfile.TemporaryDirectory() as empty:
+        e = await Database.open(Path(empty) / "c.db")
+        await e.close()
+        schema = (Path(empty) / "c.db").stat().st_size
+    total = max(on_disk, open_bytes) + tables
+    return {"db_bytes": total, "frames_analyzed": analyzed, "empty_schema_bytes": schema,
+            "db_bytes_per_analyzed_frame": round(total / max(1, analyzed), 1),
+            "db_marginal_bytes_per_frame": round((total - schema) / max(1, analyzed), 1)}
 
 
 async def live(clip: Path, state: Path, record_s: float) -> dict[str, float]:
@@ -107,6 +142,7 @@ def main() -> None:
             model.append(model_fps(frames))
             fps, blob_bytes, with_pose = asyncio.run(ingest_fps(args.clip, Path(tmp) / f"i{r}"))
             ingest.append(fps)
+        storage = asyncio.run(db_bytes(Path(tmp) / "i0"))
         live_result = asyncio.run(live(args.clip, Path(tmp) / "live", args.record_s))
     m, i = statistics.median(model), statistics.median(ingest)
     print(json.dumps({
@@ -117,6 +153,9 @@ def main() -> None:
         "ingest_vs_model": round(i / m, 3),
         "ingest_vs_model_target": 0.85,
         "pose_bytes_per_frame": round(blob_bytes / max(1, with_pose), 1),
+        "storage": storage,
+        "db_bytes_per_analyzed_frame": storage["db_bytes_per_analyzed_frame"],
+        "db_bytes_per_analyzed_frame_target": 1024,
         "live": live_result,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "cpus": os.cpu_count(),

@@ -10,6 +10,8 @@ Setup (in a temporary directory, nothing in the repository):
   shifted times and frame indices, committed one ~1 s chunk at a time as the recorder does.
 
   - ``ingested``: the clip's own encoding (x264 High, keyframe every 250 frames = 10 s);
+  - ``ingested_reencoded``: the clip as ``climbd ingest`` now stores a long-GOP file
+    (:mod:`climbd.storage.reencode`: libx264 CRF 20, keyframe every 1 s, no B-frames);
   - ``recorded``: the clip re-encoded once as the appliance records (constrained baseline,
     keyframe every 1 s, no B-frames) — what a live recording looks like.
 
@@ -237,7 +239,7 @@ async def _browser(base: str, sessions: dict[str, Any], seeks: int) -> dict[str,
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = await browser.new_page(viewport={"width": 1280, "height": 800})
-        for name in ("recorded", "ingested"):
+        for name in ("recorded", "ingested", "ingested_reencoded"):
             out[f"seek_ms_{name}"] = await _seeks(page, base, sessions[name]["id"], seeks, rng)
         rec = sessions["recorded"]
         out["minute_of_replay"] = await _minute_of_replay(page, base, rec["id"],
@@ -267,9 +269,16 @@ def main() -> None:
         loops = max(1, round(args.minutes * 60 / 15.08))
         gop1 = tmp / "gop1s.mp4"
         _appliance_encoding(CLIP, gop1)
-        videos = {"recorded": tmp / "recorded.mp4", "ingested": tmp / "ingested.mp4"}
+        videos = {"recorded": tmp / "recorded.mp4", "ingested": tmp / "ingested.mp4",
+                  "ingested_reencoded": tmp / "ingested_reencoded.mp4"}
         _looped(gop1, videos["recorded"], loops)
         _looped(CLIP, videos["ingested"], loops)
+        # what `climbd ingest` stores now for a long-GOP file (climbd.storage.reencode)
+        from climbd.storage.reencode import prepare_replay_video
+
+        reencoded = tmp / "reencoded.mp4"
+        prepare_replay_video(CLIP, reencoded)
+        _looped(reencoded, videos["ingested_reencoded"], loops)
         sessions = asyncio.run(_build(state, videos, args.sessions))
         result["sessions"] = sessions
         port = _free_port()

@@ -104,6 +104,14 @@ def _parser() -> argparse.ArgumentParser:
 
     chk = sub.add_parser("check-config", help="validate a config file and print the result")
     chk.add_argument("file")
+
+    prb = sub.add_parser("probe", help="measure this box: decode, encode and pose ms per "
+                         "frame at the configured size, and what it can sustain")
+    prb.add_argument("--config", help="config file (default: built-in defaults)")
+    prb.add_argument("--clip", help="a video file to decode and run pose on (default: "
+                     "capture.source if it is a file, else grey frames)")
+    prb.add_argument("--frames", type=int, default=60, help="frames per measurement")
+    prb.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
 
@@ -262,6 +270,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "run":
             return _run(args)
+        if args.command == "probe":
+            from climbd.device import format_probe, probe
+
+            logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+            result = probe(load_config(args.config), args.clip, max(2, args.frames))
+            print(json.dumps(result) if args.json else format_probe(result))
+            return 0
         if args.command == "pair":
             with viewing(SYSTEM):  # the CLI acts for the appliance (climbd.visibility)
                 return asyncio.run(_pair(args, load_config(args.config)))

@@ -116,13 +116,22 @@ class PoseConfig(_Section):
     min_detection_confidence: float = Field(0.5, ge=0, le=1)
     min_tracking_confidence: float = Field(0.5, ge=0, le=1)
     smooth_landmarks: bool = True
-    workers: int = Field(
-        2, ge=1, le=8,
-        description="Pose estimators running in parallel on the live stream. BlazePose Full "
-        "takes ~37 ms per frame on one core of the reference machine, so one worker covers "
-        "~93 % of a 25 fps camera; two cover all of it. Each worker tracks on its own, so "
-        "landmarks alternate between two trackers (sub-pixel to ~1 px jitter)",
+    workers: int | Literal["auto"] = Field(
+        "auto", description="Pose estimators running in parallel on the live stream; 'auto' "
+        "= one per CPU up to two CPUs, then CPUs - 1, at most 4 (climbd.device.auto_workers; "
+        "2 on the 2-core reference machine, 3 on a Pi 4/5). BlazePose Full takes ~37 ms per "
+        "frame on one core of the reference machine, so one worker covers ~93 % of a 25 fps "
+        "camera; two cover all of it. Each worker tracks on its own, so landmarks alternate "
+        "between trackers (sub-pixel to ~1 px jitter); frames live pose skips are filled in "
+        "after the recording (pose backfill)",
     )
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_range(cls, v: int | str) -> int | str:
+        if v != "auto" and not 1 <= int(v) <= 8:
+            raise ValueError("pose.workers must be 1..8 or 'auto'")
+        return v
 
 
 class VideoConfig(_Section):
@@ -131,7 +140,9 @@ class VideoConfig(_Section):
     encoder: str = Field(
         "libx264", description="FFmpeg encoder name (e.g. 'h264_v4l2m2m'); 'copy' = record and "
         "stream the camera's own H.264 (passthrough, no encode); 'auto' = 'copy' for a camera "
-        "or stream that sends H.264 a browser can play, else libx264"
+        "or stream that sends H.264 a browser can play, else the first hardware H.264 "
+        "encoder that works here (probed once: h264_v4l2m2m on a Pi 4, ...; "
+        "climbd.device.auto_encoder), else libx264"
     )
     preset: str = Field("veryfast", description="Encoder preset ('' to leave unset)")
     bitrate_kbps: int = Field(2500, gt=0, le=100_000)

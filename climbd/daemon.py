@@ -43,20 +43,21 @@ from typing import Any
 from aiohttp import web
 
 from climbd.attempt_service import AttemptService
+from climbd.backfill.service import PoseBackfill
 from climbd.broadcast import Broadcast
 from climbd.capture import FrameSource
 from climbd.config import Config, ConfigSource
 from climbd.export.jobs import ExportManager
 from climbd.ghost.live import GhostService
 from climbd.pipeline import Pipeline
-from climbd.pose import Pose
+from climbd.pose import Pose, PoseEstimator
 from climbd.recording import Ballast, Recorder
 from climbd.replay.media import MediaWorker
 from climbd.retention import Retention
 from climbd.security.store import AuthStore
 from climbd.services import Services
 from climbd.statedir import StateDir
-from climbd.storage import Database
+from climbd.storage import Database, SessionRecord
 from climbd.storage.shares import ShareStore
 from climbd.streaming import WhepEndpoint
 from climbd.sysinfo import CpuMeter, SystemInfo
@@ -76,6 +77,8 @@ class Daemon:
         state_dir: where the database and session files live (created if missing).
         source_factory: capture seam for tests (fake camera); default opens
             ``config.capture.source``.
+        pose_factory: the live pose estimator seam for tests (a slow estimator); default
+            BlazePose Full.
         safe_mode: why the daemon runs in safe mode (the config file was invalid): the
             HTTP API and web UI stay reachable with built-in defaults, but nothing is
             captured; health reports the reason.
@@ -86,12 +89,15 @@ class Daemon:
     def __init__(self, config: Config, state_dir: Path,
                  source_factory: Callable[[int], FrameSource] | None = None,
                  safe_mode: str | None = None,
-                 config_sources: dict[str, ConfigSource] | None = None):
+                 config_sources: dict[str, ConfigSource] | None = None,
+                 pose_factory: Callable[[], PoseEstimator] | None = None):
         self.config = config
         self.safe_mode = safe_mode
         self.state_dir = state_dir
         self.paths = StateDir(state_dir)
         self._source_factory = source_factory
+        self._pose_factory = pose_factory
+        self.backfill: PoseBackfill | None = None
         self.db: Database
         self.pipeline: Pipeline
         self.recorder: Recorder
@@ -175,10 +181,17 @@ class Daemon:
         # 2. catalog
         self.db = await Database.open(self.paths.db)
         # 3. pipeline (threads start in step 9)
-        self.pipeline = Pipeline(cfg, loop, self._source_factory)
+        self.pipeline = Pipeline(cfg, loop, self._source_factory, self._pose_factory)
         # 4. retention and the recorder (retention's floor check is the recorder's preflight)
+        archived_ids = None
+        if cfg.archive.enabled:
+            from climbd.storage.outbox import Outbox
+
+            archived_ids = Outbox(self.db).archived_ids
         self.retention = Retention(self.db, self.state_dir, cfg.retention,
-                                   cfg.video.bitrate_kbps, self._delete_session)
+                                   cfg.video.bitrate_kbps, self._delete_session,
+                                   archived_ids=archived_ids,
+                                   delete_local_after_days=cfg.archive.delete_local_after_days)
         self.add_health("retention", self.retention.status)
         self.recorder = Recorder(
             self.db, self.state_dir, cfg.recording, self.pipeline.packets,
@@ -189,6 +202,12 @@ class Daemon:
         if recovered:
             log.warning("recovered %d interrupted session(s)", len(recovered))
         self._tasks.append(asyncio.create_task(self.recorder.run(), name="recorder"))
+        # 4b. pose backfill of finished (and recovered) sessions, in an idle-priority process
+        if not self.safe_mode:
+            self.backfill = PoseBackfill(self.db, self.state_dir, cfg.pose)
+            self.recorder.finished_listeners.append(self.backfill.submit)
+            self._tasks.append(asyncio.create_task(self.backfill.run(), name="pose-backfill"))
+            self.add_health("backfill", self.backfill.status)
         if self.safe_mode:  # safe mode never deletes anything (the config may be wrong)
             log.warning("safe mode: retention sweeps are off; nothing is deleted")
         else:
@@ -199,6 +218,17 @@ class Daemon:
         await self.exports.start()
         self.add_health("exports", self.exports.status)
         self.shares = ShareStore(self.db)
+        # 5b. archive to S3-compatible storage (outbox in the catalog, low-priority thread)
+        if cfg.archive.enabled and not self.safe_mode:
+            from climbd.archive import Archiver
+            from climbd.mqtt import device_id_of
+
+            self.archive = Archiver(cfg.archive, self.db, self.state_dir,
+                                    device_id_of(cfg.mqtt.device_id), self.recorder)
+            self._tasks.append(asyncio.create_task(self.archive.run(), name="archive"))
+            self.add_health("archive", self.archive.status)
+        else:
+            self.add_health("archive", lambda: {"state": "disabled"})
         # 6. ghost players and the live view
         self.ghost = GhostService(self.db, self.recorder)
         sec = cfg.security
@@ -217,6 +247,8 @@ class Daemon:
         self._tasks.append(asyncio.create_task(self.attempts.run(), name="attempts"))
         self._tasks.append(asyncio.create_task(self.attempts.backfill(), name="attempts-backfill"))
         self.add_health("attempts", self.attempts.status)
+        if self.backfill is not None:  # the filled-in pose changes the attempts
+            self.backfill.completed_listeners.append(self._reanalyse)
         # 6c. MQTT bridge (events, stats, commands, Home Assistant discovery)
         if cfg.mqtt.enabled and not self.safe_mode:
             from climbd.mqtt import MqttBridge
@@ -266,6 +298,18 @@ class Daemon:
             await self.admin_socket.start()
         except OSError as exc:
             log.error("no local admin socket at %s: %s", self.admin_socket.path, exc)
+
+    def _reanalyse(self, record: SessionRecord) -> None:
+        """Recompute a session's attempts from its filled-in pose (backfill listener)."""
+        from climbd.attempt_service import analyse_session
+
+        async def run() -> None:
+            try:
+                await analyse_session(self.db, record.id)
+            except Exception:
+                log.exception("session %d: attempt analysis after backfill failed", record.id)
+
+        self._tasks.append(asyncio.create_task(run(), name=f"reanalyse-{record.id}"))
 
     def _mqtt_stats(self) -> dict[str, Any]:
         """The MQTT bridge's periodic stats: camera/pose fps, viewers, disk, recording."""
@@ -331,8 +375,12 @@ class Daemon:
             self._health_sources.pop("live", None)
         if self.exports is not None:
             await self.exports.close()
+        if self.backfill is not None:
+            await self.backfill.close()
         if self.mqtt is not None:
             await self.mqtt.close()
+        if self.archive is not None:
+            await self.archive.close()
         if self.media is not None:
             self.media.close()
         for t in self._tasks:

@@ -1,11 +1,13 @@
 """Ingest: turn existing video files into sessions, with pose on every frame.
 
 The video stream is copied into the session without re-encoding (:func:`storage.finalize`
-remuxes it into a ``+faststart`` MP4); pose runs on every decoded frame. Decoding runs on its
-own thread ahead of inference (a bounded queue of RGB frames), so on two cores the ingest
-rate approaches the pose model's own rate. Pose rows are committed in one chunk per second
-of media time, as during a live recording. At the end the session's attempts are detected
-and measured (:func:`climbd.attempt_service.analyse_session`) and listed in the result.
+remuxes it into a ``+faststart`` MP4) when its GOP is at most ~1 s; a file with a longer GOP
+or B-frames is re-encoded with a 1 s GOP so replay seeks are as fast as in a recording
+(:mod:`climbd.storage.reencode`). Pose runs on every decoded frame of the source. Decoding
+runs on its own thread ahead of inference (a bounded queue of RGB frames), so on two cores
+the ingest rate approaches the pose model's own rate. Pose rows are committed in one chunk
+per second of media time, as during a live recording. At the end the session's attempts are
+detected and measured (:func:`climbd.attempt_service.analyse_session`) and listed in the result.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from climbd.config import PoseConfig
 from climbd.errors import SourceError, StorageError
 from climbd.pose import PoseEstimator
 from climbd.statedir import StateDir
-from climbd.storage import Database, finalize
+from climbd.storage import Database
+from climbd.storage.backfill import BackfillStore
+from climbd.storage.reencode import prepare_replay_video
 
 __all__ = ["IngestResult", "decode_rgb_frames", "ingest_file"]
 
@@ -140,7 +144,10 @@ async def ingest_file(path: str | Path, db: Database, state_dir: Path,
     video = paths.video(rec.id)
     try:
         video.parent.mkdir(parents=True, exist_ok=True)
-        info = await asyncio.to_thread(finalize, src, video)
+        info, reencoded = await asyncio.to_thread(prepare_replay_video, src, video)
+        if reencoded:
+            log.info("%s: %s: re-encoded with a 1 s GOP so replay seeks stay fast",
+                     src.name, reencoded)
         frames, with_pose = await _pose_all(src, db, rec.id, pose_config or PoseConfig(),
                                             total, progress)
     except (SourceError, StorageError, OSError) as exc:
@@ -149,6 +156,7 @@ async def ingest_file(path: str | Path, db: Database, state_dir: Path,
     video_path = paths.relative(video)
     await db.finish_session(rec.id, status="completed", frame_count=frames,
                             duration_s=info.duration_s, video_path=video_path)
+    await BackfillStore(db).begin(rec.id)  # pose ran on every frame: complete at once
     from climbd.attempt_service import analyse_session
 
     found = await analyse_session(db, rec.id)
@@ -227,7 +235,7 @@ async def _pose_all(src: Path, db: Database, session_id: int, config: PoseConfig
             if isinstance(item, Exception):
                 raise item
             pending, n, t_next = item
-            frames = n
+            analyzed, frames = n - frames, n
             with_pose += len(pending)
             idx = np.array([p[0] for p in pending], np.int32)
             ts = np.array([p[1] for p in pending], np.float64)
@@ -237,7 +245,7 @@ async def _pose_all(src: Path, db: Database, session_id: int, config: PoseConfig
                      else np.zeros((0, 33, 3), np.float32))
             duration = t_next if t_next is not None else (float(ts[-1]) if len(ts) else 0.0)
             await db.append_poses(session_id, idx, ts, image, world, frame_count=n,
-                                  duration_s=duration)
+                                  duration_s=duration, analyzed=analyzed)
     finally:
         stop.set()
         for t in threads:

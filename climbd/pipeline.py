@@ -42,6 +42,7 @@ from climbd.capture import (
     open_source,
 )
 from climbd.config import Config
+from climbd.device import resolve_encoder, resolve_workers
 from climbd.errors import PoseError
 from climbd.pose import Pose, PoseEstimator
 from climbd.redaction import redact_url
@@ -136,9 +137,12 @@ class Pipeline:
         )
         self.capture = CaptureWorker(factory, self._on_frame, config.capture)
         video = config.video
-        if encoder in COPY_ENCODERS:
-            video = video.model_copy(update={"encoder": FALLBACK_ENCODER})
+        if encoder in COPY_ENCODERS:  # what runs when this pipeline encodes after all
+            video = video.model_copy(update={"encoder": resolve_encoder(
+                encoder, config.capture.width, config.capture.height, config.capture.fps)})
         self.encoder = VideoEncoder(video, config.capture.fps)
+        #: the encoder opened when this pipeline encodes ("auto" resolved)
+        self.encoder_name = video.encoder
         #: "copy" while the camera's packets are published as they are, else "encode"
         self.video_mode = "copy" if self.want_copy else "encode"
         #: why passthrough is not used (None while it is, or when it was not asked for)
@@ -160,7 +164,7 @@ class Pipeline:
         if config.pose.enabled:
             self._threads += [
                 threading.Thread(target=self._pose_loop, name=f"climbd-pose-{i}", daemon=True)
-                for i in range(config.pose.workers)]
+                for i in range(resolve_workers(config.pose.workers))]
         # Pose workers take frames in ticket order and publish in the same order, so pose
         # results always come out in increasing frame number whichever worker finishes first.
         self._take_lock = threading.Lock()
@@ -268,7 +272,7 @@ class Pipeline:
     def _no_copy(self, problem: str) -> None:
         if self.passthrough_problem != problem:
             log.warning("video: passthrough not possible: %s; encoding with %s instead",
-                        problem, FALLBACK_ENCODER)
+                        problem, self.encoder_name)
         self.passthrough_problem = problem
         self.video_mode = "encode"
         self.encoder.request_keyframe()
@@ -416,6 +420,7 @@ class Pipeline:
             },
             "video": {
                 "encoder": self.config.video.encoder,
+                "encoder_opened": self.encoder_name,  # "auto" resolved (device profiles)
                 "mode": self.video_mode,
                 "passthrough": self._passthrough_health(),
                 "frames": self.encoder.frames + self.copied,

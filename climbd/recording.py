@@ -286,6 +286,8 @@ class _Active:
     #: holes in the video while the camera was lost: (from_s, to_s) in session time
     gaps: list[tuple[float, float]] = field(default_factory=list)
     pending: list[Pose] = field(default_factory=list)
+    #: pose results (a person found or not) not yet committed: frames_analyzed
+    analyzed: int = 0
     #: set whenever a pose result for this session arrives (stop waits for the last frames)
     pose_arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -467,6 +469,7 @@ class Recorder:
             return
         a.last_pose_frame = max(a.last_pose_frame, pose.frame_number)
         a.pose_arrived.set()
+        a.analyzed += 1
         if pose.detected:
             a.pending.append(pose)
 
@@ -495,6 +498,7 @@ class Recorder:
 
     async def _commit(self, a: _Active) -> None:
         poses, a.pending = a.pending, []
+        analyzed, a.analyzed = a.analyzed, 0
         if poses:
             frames = np.array([p.frame_number - a.start.frame_number for p in poses], np.int32)
             times = np.array([p.timestamp - a.start.timestamp for p in poses], np.float64)
@@ -505,8 +509,13 @@ class Recorder:
             times = np.zeros(0, np.float64)
             image = np.zeros((0, 33, 5), np.float32)
             world = np.zeros((0, 33, 3), np.float32)
-        await self.db.append_poses(a.record.id, frames, times, image, world,
-                                   frame_count=a.frames, duration_s=a.duration_s)
+        try:
+            await self.db.append_poses(a.record.id, frames, times, image, world,
+                                       frame_count=a.frames, duration_s=a.duration_s,
+                                       analyzed=analyzed)
+        except BaseException:
+            a.analyzed += analyzed
+            raise
 
     # -- commands --------------------------------------------------------------------------
     async def start(self, name: str | None = None, description: str = "", climber: str = "",

@@ -52,7 +52,7 @@ def test_ingest_every_clip_matches_mediapipe(tmp_path: Path, media: Path) -> Non
         assert res["frames_with_pose"] == len(detected), clip.name
         assert set(res) >= {"id", "name", "frames", "frames_with_pose", "duration_s", "video"}
         video = probe(state / res["video"])
-        assert video.frames == n  # copied, not re-encoded or cut
+        assert video.frames == n  # every frame kept (copied, or re-encoded to a 1 s GOP)
         assert res["duration_s"] == pytest.approx(video.duration_s, abs=1e-3)
 
         con = sqlite3.connect(state / "climbd.db")
@@ -62,7 +62,7 @@ def test_ingest_every_clip_matches_mediapipe(tmp_path: Path, media: Path) -> Non
         frames = np.concatenate([decode_chunk(b).frames for b in blobs])
         image = np.concatenate([decode_chunk(b).image for b in blobs])
         assert frames.tolist() == detected
-        np.testing.assert_allclose(image[:, :, :2], xy, atol=1e-6)
+        np.testing.assert_allclose(image[:, :, :2], xy, atol=7e-5)  # stored as uint16
 
 
 def test_ingest_bad_files_are_clear_errors(tmp_path: Path, media: Path) -> None:

@@ -28,9 +28,9 @@ PURE = ("climbd.errors", "climbd.ids", "climbd.statedir", "climbd.visibility")
 PURE_LOGIC = ("climbd.hardware.debounce", "climbd.ghost.pacer")
 #: Services (things with a lifetime) and who may build them: the composition root, and the
 #: CLI commands that run one service on their own (``climbd export``, ``climbd pair``).
-SERVICES = {"Pipeline", "Recorder", "Retention", "ExportManager", "GhostService",
+SERVICES = {"Pipeline", "PoseBackfill", "Recorder", "Retention", "ExportManager", "GhostService",
             "WhepEndpoint", "MediaWorker", "AuthStore", "AttemptService", "GpioButtons",
-            "MqttBridge"}
+            "MqttBridge", "Archiver"}
 SERVICE_BUILDERS = ("climbd.daemon", "climbd.cli", "climbd.export.cli")
 
 

@@ -11,7 +11,8 @@ import av
 import numpy as np
 import pytest
 
-from climbd.storage.posecodec import BYTES_PER_FRAME, HEADER_SIZE, decode_chunk
+from climbd.storage.posecodec import BYTES_PER_FRAME_V1 as BYTES_PER_FRAME
+from climbd.storage.posecodec import HEADER_SIZE, decode_chunk
 from tests.conftest import http
 from tests.replay_support import NAMES, Env, start_daemon
 

@@ -11,6 +11,8 @@ from climbd.errors import StorageError
 from climbd.pose import Pose
 from climbd.storage.posecodec import (
     BYTES_PER_FRAME,
+    BYTES_PER_FRAME_V1,
+    FORMAT_VERSION,
     HEADER_SIZE,
     PoseSeries,
     decode_chunk,
@@ -34,10 +36,12 @@ def make_series(n: int, *, t0: float = 0.0, frame0: int = 0, seed: int = 0) -> P
     return PoseSeries(frames, times, image, world)
 
 
-def test_round_trip_is_exact_except_float16_fields() -> None:
+def test_version_1_round_trip_is_exact_except_float16_fields() -> None:
     s = make_series(31, t0=12.345678901234, frame0=370)
     s.image[5, 7, 4] = 0.25  # one presence value that is not NaN
-    out = decode_chunk(s.encode())
+    blob = s.encode(version=1)
+    assert blob[4] == 1 and len(blob) == HEADER_SIZE + 31 * BYTES_PER_FRAME_V1 == 16 + 31 * 936
+    out = decode_chunk(blob)
 
     assert len(out) == 31
     assert out.frames.dtype == np.int32 and out.times.dtype == np.float64
@@ -57,15 +61,56 @@ def test_nan_world_and_extreme_values_survive() -> None:
     s = make_series(3)
     s.world[1] = np.nan
     s.image[2, 0, :3] = (np.float32(1e30), np.float32(-0.0), np.float32(np.inf))
-    out = decode_chunk(s.encode())
+    out = decode_chunk(s.encode(version=1))
     assert np.isnan(out.world[1]).all()
     np.testing.assert_array_equal(out.world[[0, 2]], s.world[[0, 2]])
     assert out.image[2, 0, 0] == np.float32(1e30)
     assert np.signbit(out.image[2, 0, 1]) and out.image[2, 0, 2] == np.inf
 
 
+def test_version_2_is_quantized_within_the_documented_bounds() -> None:
+    s = make_series(64, t0=3.5, frame0=10, seed=3)
+    s.image[0, 0, 4] = 0.7
+    s.image[1, :, :2] = (-1.49, 2.49)  # well outside the frame, still in range
+    s.world[2] = np.nan                # a frame without world landmarks
+    blob = s.encode()
+    assert FORMAT_VERSION == 2 and blob[4] == 2
+    out = decode_chunk(blob)
+    np.testing.assert_array_equal(out.frames, s.frames)
+    np.testing.assert_array_equal(out.times, s.times)  # times and frames stay exact
+    xy = np.abs(out.image[:, :, :2] - s.image[:, :, :2])
+    assert xy.max() <= 6.87e-5 + 1e-7                   # 0.09 px of a 1280 px frame
+    assert xy.max() > 0                                # it is quantized, not float32
+    assert np.abs(out.image[:, :, 2] - s.image[:, :, 2]).max() <= 2.45e-4
+    assert np.abs(out.image[:, :, 3] - s.image[:, :, 3]).max() <= 1 / 508 + 1e-6
+    assert abs(out.image[0, 0, 4] - 0.7) <= 1 / 508 + 1e-6
+    assert np.isnan(out.image[:, :, 4]).sum() == 64 * 33 - 1
+    assert np.isnan(out.world[2]).all()
+    ok = np.isfinite(s.world)
+    assert np.abs(out.world[ok] - s.world[ok]).max() <= 0.0005 + 1e-6   # half a millimetre
+    # out of range: clipped to the range ends, never wrapped round
+    far = make_series(1)
+    far.image[0, 0, :3] = (7.0, -5.0, 20.0)
+    far.world[0, 0] = (40.0, -40.0, 0.0)
+    back = decode_chunk(far.encode())
+    assert back.image[0, 0, 0] == pytest.approx(5.0, abs=1e-4)
+    assert back.image[0, 0, 1] == pytest.approx(-4.0, abs=1e-4)
+    assert back.image[0, 0, 2] == pytest.approx(16.0, abs=1e-3)
+    assert back.world[0, 0, 0] == pytest.approx(32.767) and back.world[0, 0, 1] == \
+        pytest.approx(-32.767)
+
+
+def test_old_version_1_chunks_stay_readable_next_to_version_2() -> None:
+    s = make_series(5)
+    v1, v2 = decode_chunk(s.encode(version=1)), decode_chunk(s.encode(version=2))
+    np.testing.assert_allclose(v1.image[:, :, :2], v2.image[:, :, :2], atol=7e-5)
+    np.testing.assert_allclose(v1.world, v2.world, atol=5e-4 + 1e-6)
+    with pytest.raises(ValueError, match="version 7"):
+        s.encode(version=7)
+
+
 def test_size_budget_is_under_one_kilobyte_per_frame() -> None:
-    assert BYTES_PER_FRAME == 936
+    assert BYTES_PER_FRAME == 474
     for n in (1, 30, 60):
         blob = make_series(n).encode()
         assert len(blob) == HEADER_SIZE + n * BYTES_PER_FRAME

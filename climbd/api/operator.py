@@ -16,6 +16,7 @@ from aiohttp import web
 from climbd.api import keys
 from climbd.api.openapi import operation
 from climbd.config import config_report
+from climbd.device import resolve_workers
 from climbd.redaction import redact_url
 from climbd.sysinfo import temperatures
 
@@ -23,6 +24,8 @@ __all__ = ["add_routes"]
 
 #: Config keys whose values may embed credentials.
 _REDACT_KEYS = {"capture.source"}
+#: secrets never shown, only whether they are set
+_SECRET_KEYS = {"archive.secret_access_key"}
 
 
 def _config(app: web.Application) -> list[dict[str, Any]]:
@@ -31,6 +34,8 @@ def _config(app: web.Application) -> list[dict[str, Any]]:
     for entry in entries:
         if entry["key"] in _REDACT_KEYS and isinstance(entry["value"], str):
             entry["value"] = redact_url(entry["value"])
+        if entry["key"] in _SECRET_KEYS and entry["value"]:
+            entry["value"] = "***"
     return entries
 
 
@@ -64,7 +69,8 @@ async def system(request: web.Request) -> web.Response:
                    "error": cap["error"], "reconnects": cap["reconnects"],
                    "requested": {"width": cfg.capture.width, "height": cfg.capture.height,
                                  "fps": cfg.capture.fps}},
-        "pose": {"enabled": pose["enabled"], "fps": pose["fps"], "workers": cfg.pose.workers,
+        "pose": {"enabled": pose["enabled"], "fps": pose["fps"],
+                 "workers": resolve_workers(cfg.pose.workers),
                  "inference_ms_p50": pose.get("inference_ms_p50"), "error": pose["error"]},
         "video": {"encoder": video["encoder"], "bitrate_kbps": cfg.video.bitrate_kbps,
                   "keyframe_interval_s": cfg.video.keyframe_interval_s,

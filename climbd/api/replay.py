@@ -15,9 +15,10 @@ Routes (all 404 for an unknown session, with the API's JSON error body):
   drifts; the table does not. ``bin`` is little-endian float64, 8 bytes per frame (14 kB per
   minute at 30 fps), cached as ``sessions/<id>/frames.f64``.
 - ``GET /api/sessions/{id}/poses?format=bin`` (served from :mod:`.sessions`, encoded here) —
-  the pose rows of a time window as one :mod:`climbd.storage.posecodec` chunk, the very
-  layout the database stores (936 bytes per frame: 1.7 MB per minute at 30 fps, against
-  about 4.5 MB per minute as JSON). The browser decodes it with typed arrays.
+  the pose rows of a time window as one :mod:`climbd.storage.posecodec` chunk of format
+  version 1 (``WIRE_VERSION``; 936 bytes per frame: 1.7 MB per minute at 30 fps, against
+  about 4.5 MB per minute as JSON; the database stores the quantized version 2). The
+  browser decodes it with typed arrays.
 
 Why replay video is the session's MP4 over HTTP (range requests), not WebRTC or MSE:
 
@@ -53,7 +54,7 @@ from climbd.api.openapi import operation
 from climbd.api.schemas import ErrorBody
 from climbd.replay.media import write_frame_table
 from climbd.replay.thumbnail import make_thumbnail
-from climbd.storage.posecodec import HEADER_SIZE, PoseSeries
+from climbd.storage.posecodec import HEADER_SIZE, WIRE_VERSION, PoseSeries
 
 __all__ = ["add_routes", "binary_poses_response"]
 
@@ -150,7 +151,7 @@ def binary_poses_response(session_id: int, start: float, end: float, series: Pos
     visibility/presence f16; 936 bytes per row). ``X-Pose-Start``/``X-Pose-End`` repeat the
     window (seconds), ``X-Pose-Count`` the rows.
     """
-    body = series.encode()
+    body = series.encode(version=WIRE_VERSION)
     assert len(body) >= HEADER_SIZE
     final = status != "recording"
     return web.Response(body=body, content_type="application/octet-stream", headers={

@@ -45,6 +45,7 @@ from pydantic import BaseModel, ConfigDict
 from climbd.errors import DiskFullError, SessionNotFound, StorageError
 from climbd.storage.access_schema import OWNERS_MIGRATION, SECURITY_MIGRATION
 from climbd.storage.attempts import ATTEMPTS_MIGRATION
+from climbd.storage.backfill import BACKFILL_MIGRATION
 from climbd.storage.exports import EXPORTS_MIGRATION
 from climbd.storage.outbox import ARCHIVE_MIGRATION
 from climbd.storage.posecodec import PoseSeries, decode_chunk, encode_chunk
@@ -105,6 +106,7 @@ MIGRATIONS: tuple[str, ...] = (
     ATTEMPTS_MIGRATION,  # 4: attempts and attempt_analyses (climbd.storage.attempts)
     OWNERS_MIGRATION,  # 5: API token scopes, sessions.owner_token_id (climbd.security)
     ARCHIVE_MIGRATION,  # 6: sessions.uuid, sessions.archived_at, archive_outbox
+    BACKFILL_MIGRATION,  # 7: sessions.pose_status, frames_analyzed, pose backfill tables
 )
 
 #: Up to this many chunks (~seconds) are decoded on the event loop; more go to a thread.
@@ -113,7 +115,8 @@ _DECODE_INLINE_CHUNKS = 8
 _SESSION_COLUMNS = (
     "id, name, description, climber, created_at, updated_at, duration_s, frame_count, "
     "frames_with_pose, video_path, status, error, width, height, fps, source, pre_roll_s, "
-    "pinned, owner_device_id, private, owner_token_id, uuid, archived_at"
+    "pinned, owner_device_id, private, owner_token_id, uuid, archived_at, pose_status, "
+    "frames_analyzed"
 )
 
 
@@ -127,6 +130,10 @@ class SessionRecord(BaseModel):
         duration_s: recorded duration, seconds (as last committed).
         frame_count: video frames recorded (as last committed).
         frames_with_pose: frames that have a pose row (chunks hold exactly these).
+        frames_analyzed: frames pose ran on (a person found or not; <= frame_count).
+        pose_status: "live" while recording, "backfilling" while the recorded video is
+            analysed for the frames live pose skipped, "complete" after
+            (:mod:`climbd.storage.backfill`).
         video_path: the video file relative to the state directory ('' until known).
         status: 'recording', 'completed', 'processing', 'interrupted' or 'failed'.
         error: why the session failed or was interrupted, else None.
@@ -170,6 +177,8 @@ class SessionRecord(BaseModel):
     owner_token_id: int | None = None
     uuid: str | None = None
     archived_at: float | None = None
+    pose_status: Literal["live", "backfilling", "complete"] = "complete"
+    frames_analyzed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a JSON-ready dict."""
@@ -378,8 +387,8 @@ class Database:
             cur = await conn.execute(
                 "INSERT INTO sessions (name, description, climber, created_at, updated_at, "
                 "video_path, status, width, height, fps, source, pre_roll_s, "
-                "owner_device_id, owner_token_id, uuid) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'recording', ?, ?, ?, ?, ?, ?, ?, ?)",
+                "owner_device_id, owner_token_id, uuid, pose_status) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'recording', ?, ?, ?, ?, ?, ?, ?, ?, 'live')",
                 (name.strip() or default_session_name(now), description, climber, now, now,
                  video_path, int(width), int(height), float(fps), source, float(pre_roll_s),
                  owner_device_id, owner_token_id, str(uuid.uuid4())),
@@ -389,7 +398,7 @@ class Database:
 
     async def append_poses(self, session_id: int, frames: np.ndarray, times: np.ndarray,
                            image: np.ndarray, world: np.ndarray, *, frame_count: int,
-                           duration_s: float) -> None:
+                           duration_s: float, analyzed: int | None = None) -> None:
         """Commit a recording's progress: one pose chunk plus the session's counters.
 
         One transaction inserts the chunk (skipped when ``n == 0``) and sets ``frame_count``
@@ -401,6 +410,8 @@ class Database:
             times: ``(n,)`` float seconds from session start, non-decreasing.
             image: ``(n, 33, 5)`` image landmarks; world: ``(n, 33, 3)`` metres.
             frame_count: video frames recorded so far; duration_s: seconds recorded so far.
+            analyzed: frames pose ran on since the last call (added to ``frames_analyzed``;
+                default ``n``, the frames with a pose).
 
         Raises:
             ValueError: array shapes disagree or times decrease.
@@ -414,8 +425,10 @@ class Database:
         async with self.transaction("append poses") as conn:
             cur = await conn.execute(
                 "UPDATE sessions SET frame_count = ?, duration_s = ?, "
-                "frames_with_pose = frames_with_pose + ?, updated_at = ? WHERE id = ?",
-                (int(frame_count), float(duration_s), n, time.time(), session_id),
+                "frames_with_pose = frames_with_pose + ?, "
+                "frames_analyzed = frames_analyzed + ?, updated_at = ? WHERE id = ?",
+                (int(frame_count), float(duration_s), n, n if analyzed is None else int(analyzed),
+                 time.time(), session_id),
             )
             if cur.rowcount == 0:
                 raise SessionNotFound(session_id)
