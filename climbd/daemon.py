@@ -183,8 +183,15 @@ class Daemon:
         # 3. pipeline (threads start in step 9)
         self.pipeline = Pipeline(cfg, loop, self._source_factory, self._pose_factory)
         # 4. retention and the recorder (retention's floor check is the recorder's preflight)
+        archived_ids = None
+        if cfg.archive.enabled:
+            from climbd.storage.outbox import Outbox
+
+            archived_ids = Outbox(self.db).archived_ids
         self.retention = Retention(self.db, self.state_dir, cfg.retention,
-                                   cfg.video.bitrate_kbps, self._delete_session)
+                                   cfg.video.bitrate_kbps, self._delete_session,
+                                   archived_ids=archived_ids,
+                                   delete_local_after_days=cfg.archive.delete_local_after_days)
         self.add_health("retention", self.retention.status)
         self.recorder = Recorder(
             self.db, self.state_dir, cfg.recording, self.pipeline.packets,
@@ -211,6 +218,17 @@ class Daemon:
         await self.exports.start()
         self.add_health("exports", self.exports.status)
         self.shares = ShareStore(self.db)
+        # 5b. archive to S3-compatible storage (outbox in the catalog, low-priority thread)
+        if cfg.archive.enabled and not self.safe_mode:
+            from climbd.archive import Archiver
+            from climbd.mqtt import device_id_of
+
+            self.archive = Archiver(cfg.archive, self.db, self.state_dir,
+                                    device_id_of(cfg.mqtt.device_id), self.recorder)
+            self._tasks.append(asyncio.create_task(self.archive.run(), name="archive"))
+            self.add_health("archive", self.archive.status)
+        else:
+            self.add_health("archive", lambda: {"state": "disabled"})
         # 6. ghost players and the live view
         self.ghost = GhostService(self.db, self.recorder)
         sec = cfg.security
@@ -361,6 +379,8 @@ class Daemon:
             await self.backfill.close()
         if self.mqtt is not None:
             await self.mqtt.close()
+        if self.archive is not None:
+            await self.archive.close()
         if self.media is not None:
             self.media.close()
         for t in self._tasks:

@@ -17,6 +17,12 @@ true}``), the session being recorded, a session being ingested (``processing``) 
 session with a queued or running export. Every deletion is logged at WARNING with the
 session id, name, age and reason, and kept in the health report (last 20).
 
+With the archive enabled (``archive.enabled``; :mod:`climbd.archive`), a session that is not
+yet archived is never deleted to make room or by age — except below the hard floor
+(``retention.floor_mb``), where the oldest are deleted and a WARNING says they were not
+archived. ``archive.delete_local_after_days`` deletes the local copies of archived sessions
+that old, and the headroom rule takes archived sessions first.
+
 A sweep also removes export directories whose export row is gone (the row cascades away
 with its session) and share rows that ended more than a week ago.
 
@@ -82,11 +88,16 @@ class Retention:
         bitrate_kbps: the recording bitrate (``video.bitrate_kbps``), for the headroom.
         delete: deletes a session and its files (the recorder's ``delete``).
         free_bytes: measures free space (default: ``shutil.disk_usage(state_dir).free``).
+        archived_ids: with the archive enabled: returns the ids of archived sessions
+            (None: no archive, every session is treated alike).
+        delete_local_after_days: ``archive.delete_local_after_days`` (0 = keep).
     """
 
     def __init__(self, db: Database, state_dir: Path, config: RetentionConfig,
                  bitrate_kbps: float, delete: Callable[[int], Awaitable[Any]],
-                 free_bytes: Callable[[], int] | None = None):
+                 free_bytes: Callable[[], int] | None = None,
+                 archived_ids: Callable[[], Awaitable[set[int]]] | None = None,
+                 delete_local_after_days: float = 0.0):
         self.db = db
         self.store = ExportStore(db)
         self.shares = ShareStore(db)
@@ -96,6 +107,8 @@ class Retention:
         self.bitrate_kbps = bitrate_kbps
         self._delete = delete
         self._free = free_bytes or self._disk_free
+        self._archived_ids = archived_ids
+        self.delete_local_after_days = delete_local_after_days
         self.deletions: deque[Deletion] = deque(maxlen=_KEEP_DELETIONS)
         self.deleted_total = 0
         self.last_sweep_at: float | None = None
@@ -219,10 +232,27 @@ class Retention:
         now = time.time() if now is None else now
         sessions = await self.store.sessions_by_age()
         done: list[Deletion] = []
+        archive = self._archived_ids is not None
+        archived = await self._archived_ids() if self._archived_ids is not None else set()
+
+        def safe(s: SessionAge) -> bool:  # may go without losing the only copy
+            return not archive or s.id in archived
+
+        if archive and self.delete_local_after_days > 0:
+            limit = now - self.delete_local_after_days * 86400
+            for s in sessions:
+                if s.id in archived and s.created_at < limit and self._deletable(s):
+                    d = await self._remove(s, "archived", "the bucket has it; archive."
+                                           f"delete_local_after_days = "
+                                           f"{self.delete_local_after_days:g}")
+                    if d is not None:
+                        done.append(d)
         if self.config.max_age_days > 0:
             limit = now - self.config.max_age_days * 86400
             for s in sessions:
-                if s.created_at < limit and self._deletable(s):
+                if any(d.session_id == s.id for d in done):
+                    continue
+                if s.created_at < limit and self._deletable(s) and safe(s):
                     age_d = (now - s.created_at) / 86400
                     d = await self._remove(s, "age", f"{age_d:.1f} days old, retention."
                                            f"max_age_days = {self.config.max_age_days:g}")
@@ -231,16 +261,27 @@ class Retention:
         gone = {d.session_id for d in done}
         self.stuck = False
         if self.headroom_bytes > 0:
-            for s in sessions:
+            # archived (safe) sessions first, oldest first; unarchived ones only below the
+            # hard floor, while the archive is enabled
+            order = [s for s in sessions if safe(s)] + [s for s in sessions if not safe(s)]
+            for s in order:
                 free = self.free_bytes()
                 if free >= self.headroom_bytes:
                     break
                 if s.id in gone or not self._deletable(s):
                     continue
+                if not safe(s):
+                    if not (self.floor_bytes > 0 and free < self.floor_bytes):
+                        continue
+                    log.warning("retention: %.1f MiB free is below the %.1f MiB floor: "
+                                "deleting session %d although it is NOT archived yet",
+                                free / MiB, self.floor_bytes / MiB, s.id)
                 d = await self._remove(s, "free space", f"{free / MiB:.1f} MiB free, headroom "
-                                       f"{self.headroom_bytes / MiB:.1f} MiB")
+                                       f"{self.headroom_bytes / MiB:.1f} MiB"
+                                       + ("" if safe(s) else "; below the floor, not archived"))
                 if d is not None:
                     done.append(d)
+                    gone.add(s.id)
             else:
                 if self.free_bytes() < self.headroom_bytes:
                     self.stuck = True

@@ -30,7 +30,7 @@ PURE_LOGIC = ("climbd.hardware.debounce", "climbd.ghost.pacer")
 #: CLI commands that run one service on their own (``climbd export``, ``climbd pair``).
 SERVICES = {"Pipeline", "PoseBackfill", "Recorder", "Retention", "ExportManager", "GhostService",
             "WhepEndpoint", "MediaWorker", "AuthStore", "AttemptService", "GpioButtons",
-            "MqttBridge"}
+            "MqttBridge", "Archiver"}
 SERVICE_BUILDERS = ("climbd.daemon", "climbd.cli", "climbd.export.cli")
 
 

@@ -24,6 +24,8 @@ __all__ = ["add_routes"]
 
 #: Config keys whose values may embed credentials.
 _REDACT_KEYS = {"capture.source"}
+#: secrets never shown, only whether they are set
+_SECRET_KEYS = {"archive.secret_access_key"}
 
 
 def _config(app: web.Application) -> list[dict[str, Any]]:
@@ -32,6 +34,8 @@ def _config(app: web.Application) -> list[dict[str, Any]]:
     for entry in entries:
         if entry["key"] in _REDACT_KEYS and isinstance(entry["value"], str):
             entry["value"] = redact_url(entry["value"])
+        if entry["key"] in _SECRET_KEYS and entry["value"]:
+            entry["value"] = "***"
     return entries
 
 

@@ -79,6 +79,10 @@ class SessionOut(BaseModel):
     video_url: str | None = None
     poses_url: str
     pinned: bool = False
+    #: random version-4 UUID (the session's key in the archive bucket)
+    uuid: str | None = None
+    #: Unix time (s) the archive confirmed the session's last object; null: not archived
+    archived_at: float | None = None
     #: ``[{"index", "start_s", "end_s" | None, "duration_s" | None, "end_reason",
     #: "metrics"}]`` (seconds from the session start; the list carries headline metrics only,
     #: the detail and ``/attempts`` every metric)

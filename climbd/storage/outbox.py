@@ -87,11 +87,14 @@ class Outbox:
             return int(cur.rowcount or 0)
 
     async def due(self, now: float | None = None, limit: int = 10) -> list[OutboxItem]:
-        """Items whose next try is due, oldest first."""
+        """Items whose next try is due, oldest first; a session whose pose is still being
+        backfilled (``sessions.pose_status``, schema 7) waits until it is complete."""
         now = time.time() if now is None else now
         async with self.db.read("read the archive outbox") as conn, conn.execute(
-            "SELECT session_id, done, tries, next_try_at, last_error FROM archive_outbox "
-            "WHERE next_try_at <= ? ORDER BY enqueued_at, session_id LIMIT ?",
+            "SELECT o.session_id, o.done, o.tries, o.next_try_at, o.last_error "
+            "FROM archive_outbox o JOIN sessions s ON s.id = o.session_id "
+            "WHERE o.next_try_at <= ? AND s.pose_status = 'complete' "
+            "ORDER BY o.enqueued_at, o.session_id LIMIT ?",
             (now, limit)) as cur:
             rows = await cur.fetchall()
         return [OutboxItem(int(r[0]), tuple(json.loads(r[1])), int(r[2]), float(r[3]), r[4])
@@ -149,3 +152,9 @@ class Outbox:
             "AND status != 'recording' AND created_at < ? ORDER BY created_at, id",
             (before,)) as cur:
             return [int(r[0]) for r in await cur.fetchall()]
+
+    async def archived_ids(self) -> set[int]:
+        """Ids of every session whose archive copy is confirmed (``archived_at`` set)."""
+        async with self.db.read("archived session ids") as conn, conn.execute(
+                "SELECT id FROM sessions WHERE archived_at IS NOT NULL") as cur:
+            return {int(r[0]) for r in await cur.fetchall()}
