@@ -13,6 +13,7 @@ import io
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -58,6 +59,8 @@ async def ready(page, name: str) -> None:
         await page.evaluate("() => window.replay.player.seekFrame(120)")
         await wait_js(page, "() => window.replay.player.shown.index === 120"
                       " && window.replay.player.overlay.last", timeout=20)
+    elif name == "compare":
+        await wait_js(page, "() => window.compare && window.compare.ready", timeout=30)
     elif name == "settings":
         with contextlib.suppress(AssertionError):
             await wait_js(page, "() => document.querySelectorAll('#facts > div').length > 3",
@@ -83,42 +86,48 @@ async def unlock_admin(ctx, d) -> None:
     await page.close()
 
 
-async def main(only: set[str] | None) -> int:
+def main(only: set[str] | None) -> int:
+    """Start the daemon (building the session template runs its own event loop), then shoot."""
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         d = start_ui_daemon(Path(tmp), pose=True)
         try:
-            async with browser() as b:
-                storage = admin_storage = None
-                for size in SIZES:
-                    ctx = await paired_context(b, d, size, storage=storage)
-                    storage = await ctx.storage_state()
-                    admin = await paired_context(b, d, size, storage=admin_storage,
-                                                 name="Coach tablet")
-                    if admin_storage is None:
-                        await unlock_admin(admin, d)
-                    admin_storage = await admin.storage_state()
-                    for name, path in PAGES.items():
-                        if only and name not in only:
-                            continue
-                        page = await (admin if name in AS_ADMIN else ctx).new_page()
-                        await page.goto(d.base + path)
-                        await ready(page, name)
-                        data = shrink(await page.screenshot())
-                        target = OUT / f"{name}-{size}.png"
-                        target.write_bytes(data)
-                        flag = "" if len(data) < LIMIT else "  TOO BIG"
-                        print(f"{target.relative_to(REPO)}  {len(data) // 1024} KB{flag}")
-                        await page.close()
-                    await ctx.close()
-                    await admin.close()
+            asyncio.run(shoot(d, only))
         finally:
             d.stop()
     return 0
+
+
+async def shoot(d: Any, only: set[str] | None) -> None:
+    """Every page (or those in ``only``) at every size, written shrunk into docs/screens/."""
+    async with browser() as b:
+        storage = admin_storage = None
+        for size in SIZES:
+            ctx = await paired_context(b, d, size, storage=storage)
+            storage = await ctx.storage_state()
+            admin = await paired_context(b, d, size, storage=admin_storage,
+                                         name="Coach tablet")
+            if admin_storage is None:
+                await unlock_admin(admin, d)
+            admin_storage = await admin.storage_state()
+            for name, path in PAGES.items():
+                if only and name not in only:
+                    continue
+                page = await (admin if name in AS_ADMIN else ctx).new_page()
+                await page.goto(d.base + path)
+                await ready(page, name)
+                data = shrink(await page.screenshot())
+                target = OUT / f"{name}-{size}.png"
+                target.write_bytes(data)
+                flag = "" if len(data) < LIMIT else "  TOO BIG"
+                print(f"{target.relative_to(REPO)}  {len(data) // 1024} KB{flag}")
+                await page.close()
+            await ctx.close()
+            await admin.close()
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only", help="comma-separated page names: " + ",".join(PAGES))
     args = ap.parse_args()
-    sys.exit(asyncio.run(main(set(args.only.split(",")) if args.only else None)))
+    sys.exit(main(set(args.only.split(",")) if args.only else None))

@@ -109,11 +109,14 @@ async def test_recording_with_skipped_live_pose_is_backfilled(daemon: Daemon) ->
     video = d.state_dir / done["video_path"] if "video_path" in done else \
         StateDir(d.state_dir).video(sid)
     ref = await asyncio.to_thread(reference, video)
-    # pose on every frame BlazePose finds, at the frame's time, equal to one tracker's run
-    assert done["frames_with_pose"] == len(filled) == len(ref) > 0.9 * done["frame_count"]
-    np.testing.assert_array_equal(filled.frames, ref.frames)
-    np.testing.assert_allclose(filled.times, ref.times, atol=1e-3)
-    np.testing.assert_allclose(filled.image[:, :, :2], ref.image[:, :, :2], atol=2e-3)
+    # pose on every frame BlazePose finds, at the frame's time, equal to one tracker's run;
+    # frames that tracker found nobody in keep a live pose if live pose had one
+    assert done["frames_with_pose"] == len(filled) >= len(ref) > 0.9 * done["frame_count"]
+    assert len(np.unique(filled.frames)) == len(filled)
+    in_ref = np.isin(filled.frames, ref.frames)
+    np.testing.assert_array_equal(filled.frames[in_ref], ref.frames)
+    np.testing.assert_allclose(filled.times[in_ref], ref.times, atol=1e-3)
+    np.testing.assert_allclose(filled.image[in_ref, :, :2], ref.image[:, :, :2], atol=2e-3)
     # the attempts were recomputed from the filled-in pose
     con = sqlite3.connect(d.paths.db)
     try:

@@ -29,7 +29,6 @@ from tests.replay_support import NAMES, Env, chromium, start_daemon, wait_js
 pytestmark = pytest.mark.browser
 
 SHIFT_S = 3.0
-SCREENS = Path(__file__).resolve().parent.parent / "docs" / "screens"
 
 
 def _add_shifted_session(state: Path) -> None:
@@ -183,7 +182,7 @@ def wall(env: Env) -> np.ndarray:
 
 
 async def test_side_by_side_stays_aligned_through_seek_play_and_step(
-        env: Env, ids: dict[str, Any], wall: np.ndarray) -> None:
+        env: Env, ids: dict[str, Any], wall: np.ndarray, tmp_path: Path) -> None:
     a, b = ids["a"], ids["b"]
     assert a["attempts"][0]["start_s"] == pytest.approx(0.0, abs=0.05)
     assert b["attempts"][0]["start_s"] == pytest.approx(SHIFT_S, abs=0.2)
@@ -216,12 +215,14 @@ async def test_side_by_side_stays_aligned_through_seek_play_and_step(
         for size in ((1280, 800), (800, 1280), (390, 844)):
             await page.set_viewport_size({"width": size[0], "height": size[1]})
             await page.wait_for_timeout(400)
-            await page.screenshot(path=str(SCREENS / f"compare-{size[0]}x{size[1]}.png"))
+            await page.screenshot(path=str(tmp_path / f"compare-{size[0]}x{size[1]}.png"))
+            assert await page.evaluate(
+                "() => document.documentElement.scrollWidth <= innerWidth"), size
         assert not errors, errors
 
 
 async def test_superposed_draws_a_over_b_at_the_same_offset(
-        env: Env, ids: dict[str, Any]) -> None:
+        env: Env, ids: dict[str, Any], tmp_path: Path) -> None:
     a, b = ids["a"], ids["b"]
     async with chromium() as (_, page, errors):
         await page.goto(f"{env.base}/ui/compare.html?a={a['id']}&b={b['id']}&mode=over")
@@ -245,7 +246,7 @@ async def test_superposed_draws_a_over_b_at_the_same_offset(
         gx = np.median([q[0] for q in ghost]), np.median([q[1] for q in ghost])
         ox = np.median([q[0] for q in own]), np.median([q[1] for q in own])
         assert np.hypot(gx[0] - ox[0], gx[1] - ox[1]) < 10, (gx, ox)
-        await page.screenshot(path=str(SCREENS / "compare-superposed-1280x800.png"))
+        await page.screenshot(path=str(tmp_path / "compare-superposed-1280x800.png"))
         assert not errors, errors
 
 

@@ -3,8 +3,10 @@
 Two roots: amd64 (this machine's architecture) and arm64 (Raspberry Pi / Jetson), the latter
 run through qemu-user-static via binfmt_misc and skipped, with the reason, where that
 emulation is not available. The emulated install takes about half an hour here (pip and
-bytecode compilation under qemu-user), so in CI (``CI`` set) it runs only with
-``CLIMBD_TEST_EMULATED=1``; elsewhere by default (``CLIMBD_TEST_EMULATED=0`` skips it).
+bytecode compilation under qemu-user), so it runs only with ``CLIMBD_TEST_EMULATED=1``
+(in CI and on a developer's machine alike: `scripts/test` must stay inside CI's budget).
+Known state: under Debian's qemu-user 7.2 the emulated install and check-config pass, and
+`climbd ingest` then dies with SIGSEGV inside mediapipe 1.2.3 (see the issue notes).
 
 Debian 13 and today's Raspberry Pi OS have only CPython 3.13, for which mediapipe 0.10.18
 (and so ``mp.solutions.pose``) has no wheel: there the lock installs mediapipe 1.x and the
@@ -52,12 +54,9 @@ MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}
 
 
 def _emulated_wanted() -> bool:
-    """Run the emulated (arm64 on x86) install? ``CLIMBD_TEST_EMULATED=1`` or ``0``;
-    default: yes, except in CI (``CI`` set), where its half hour does not fit the budget."""
-    value = os.environ.get("CLIMBD_TEST_EMULATED")
-    if value is not None:
-        return value == "1"
-    return not os.environ.get("CI")
+    """Run the emulated (arm64 on x86) install? Only with ``CLIMBD_TEST_EMULATED=1``: its
+    half hour or more does not fit beside the rest of the suite."""
+    return os.environ.get("CLIMBD_TEST_EMULATED") == "1"
 
 MEDIAN_PX = 3.0
 MEAN_AFTER_ACQUISITION_PX = 4.0
@@ -73,7 +72,7 @@ def installed(request: pytest.FixtureRequest,
     why = emulation_unavailable(arch)
     if not why and arch != host_arch() and not _emulated_wanted():
         why = ("an emulated install takes ~30-40 min here (pip under qemu-user), too long "
-               "for CI's budget beside the rest of the suite: set CLIMBD_TEST_EMULATED=1")
+               "for the suite's budget: set CLIMBD_TEST_EMULATED=1 to run it")
     if why:
         print(f"trixie {arch} install test skipped: {why}")
         pytest.skip(f"{arch} binaries cannot run here: {why}")

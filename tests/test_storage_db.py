@@ -373,11 +373,21 @@ async def test_backfill_state_stages_chunks_and_swaps_them_in(db: Database) -> N
     assert len(await db.poses(rec.id)) == 10     # readers see the live rows meanwhile
     assert (await store.begin(rec.id)).pose_status == "backfilling"   # resume point kept
     assert await store.next_frame(rec.id) == 15
-    await store.add_chunk(rec.id, 30, fill.slice_time(0.5, None).encode(), 0.5, 29 / 30, 15)
+    rest = fill.slice_time(0.5, None)
+    found = rest.frames != 18                  # the fill lost the climber in frame 18 only
+    rest = PoseSeries(rest.frames[found], rest.times[found], rest.image[found],
+                      rest.world[found])
+    await store.add_chunk(rec.id, 30, rest.encode(), 0.5, 29 / 30, 14)
     done = await store.complete(rec.id, 30)
     assert (done.pose_status, done.frames_analyzed, done.frames_with_pose) == \
         ("complete", 30, 30)
-    np.testing.assert_array_equal((await db.poses(rec.id)).frames, np.arange(30))
+    stored = await db.poses(rec.id)
+    np.testing.assert_array_equal(stored.frames, np.arange(30))
+    # the fill's poses everywhere it found the climber, the live pose in frame 18
+    np.testing.assert_allclose(stored.world[17], fill.world[17], atol=WORLD_MM)
+    np.testing.assert_allclose(stored.world[18], live.world[6], atol=WORLD_MM)
+    np.testing.assert_allclose(stored.world[21], fill.world[21], atol=WORLD_MM)
+    assert np.all(np.diff(stored.times) > 0)
     assert await store.pending() == [] and await store.progress(rec.id) is None
 
 

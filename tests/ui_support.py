@@ -32,6 +32,7 @@ PAGES = {
     "delayed": "/?mode=delayed",
     "sessions": "/ui/sessions.html",
     "replay": "/ui/replay.html?id=2",
+    "compare": "/ui/compare.html?a=1&b=2",
     "settings": "/ui/settings.html",
     "pair": "/pair",
 }

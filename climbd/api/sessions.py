@@ -137,7 +137,9 @@ async def get_poses(request: web.Request) -> web.Response:
 
         return binary_poses_response(sid, start if start is not None else 0.0,
                                      end if end is not None else rec.duration_s, series,
-                                     rec.status)
+                                     # pose still being filled in: not cacheable yet
+                                     rec.status if rec.pose_status == "complete"
+                                     else "recording")
     return web.json_response({
         "session_id": sid,
         "start": start if start is not None else 0.0,

@@ -13,12 +13,16 @@ Schema (:data:`BACKFILL_MIGRATION`, appended to :data:`climbd.storage.database.M
 - ``pose_backfill_chunks``: the backfill's chunks (same codec as ``pose_chunks``), staged
   apart so replay, export and attempts keep reading the live rows until the fill is whole.
 
-**Live rows are replaced, not merged**: :meth:`BackfillStore.complete` swaps the staged
-chunks in for the session's ``pose_chunks`` in one transaction. The fill runs one tracker in
-frame order over every frame of the video, so its poses are continuous; live rows come from
-``pose.workers`` trackers taking whichever frame is newest, and mixing the two would put a
-tracker switch (sub-pixel to ~1 px jumps) at every skipped frame. Every chunk and progress
-update is one transaction, so a crash leaves either the live rows or the complete fill.
+**The fill replaces the live rows** (:meth:`BackfillStore.complete`, one transaction): the
+fill runs one tracker in frame order over every frame of the video, so its poses are
+continuous; live rows come from ``pose.workers`` trackers taking whichever frame is newest,
+and interleaving the two would put a tracker switch (sub-pixel to ~1 px jumps) at every
+skipped frame. **Except where the fill found nobody**: a frame live pose found the climber
+in but the fill did not (the fill sees the recorded H.264, live pose saw the camera's own
+frames; a tracker that lost the climber re-detects a few frames later) keeps its live pose,
+since a pose from another tracker is better than a hole in the skeleton. Every chunk and
+progress update is one transaction, so a crash leaves either the live rows or the complete
+fill.
 """
 
 from __future__ import annotations
@@ -26,9 +30,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from climbd.errors import SessionNotFound
+from climbd.storage.posecodec import PoseSeries, decode_chunk
 
 if TYPE_CHECKING:
+    import aiosqlite
+
     from climbd.storage.database import Database, SessionRecord
 
 __all__ = ["BACKFILL_MIGRATION", "POSE_STATUSES", "BackfillStore"]
@@ -58,6 +67,14 @@ BACKFILL_MIGRATION = f"""
     );
     CREATE INDEX pose_backfill_chunks_session ON pose_backfill_chunks (session_id, t_start);
 """
+
+
+async def _series(conn: aiosqlite.Connection, table: str, session_id: int) -> PoseSeries:
+    """Every pose of ``session_id`` in ``table`` (a chunk table: ours, never user input)."""
+    async with conn.execute(f"SELECT blob FROM {table} WHERE session_id = ? "
+                            "ORDER BY t_start, id", (session_id,)) as cur:
+        blobs = [r[0] for r in await cur.fetchall()]
+    return PoseSeries.concat([decode_chunk(b) for b in blobs])
 
 
 class BackfillStore:
@@ -136,9 +153,10 @@ class BackfillStore:
                                                int(n), blob))
 
     async def complete(self, session_id: int, frames: int) -> SessionRecord:
-        """Swap the staged chunks in for the session's pose rows (see the module docstring)
-        and mark it ``complete`` with ``frames_analyzed = frames`` (the video frames the fill
-        ran on) and ``frames_with_pose`` = the staged poses.
+        """Swap the staged chunks in for the session's pose rows, keeping live poses only in
+        frames the fill found nobody in (see the module docstring), and mark it ``complete``
+        with ``frames_analyzed = frames`` (the video frames the fill ran on) and
+        ``frames_with_pose`` = the poses now stored.
 
         Raises:
             SessionNotFound, DiskFullError, StorageError.
@@ -150,11 +168,32 @@ class BackfillStore:
                 (session_id,)) as cur:
                 row = await cur.fetchone()
             with_pose = int(row[0]) if row else 0
+            live = await _series(conn, "pose_chunks", session_id)
+            fill = await _series(conn, "pose_backfill_chunks", session_id)
+            keep = ~np.isin(live.frames, fill.frames)
             await conn.execute("DELETE FROM pose_chunks WHERE session_id = ?", (session_id,))
-            await conn.execute(
-                "INSERT INTO pose_chunks (session_id, t_start, t_end, n, blob) "
-                "SELECT session_id, t_start, t_end, n, blob FROM pose_backfill_chunks "
-                "WHERE session_id = ? ORDER BY t_start, id", (session_id,))
+            if not keep.any():
+                await conn.execute(
+                    "INSERT INTO pose_chunks (session_id, t_start, t_end, n, blob) "
+                    "SELECT session_id, t_start, t_end, n, blob FROM pose_backfill_chunks "
+                    "WHERE session_id = ? ORDER BY t_start, id", (session_id,))
+            else:
+                both = PoseSeries.concat([fill, PoseSeries(
+                    live.frames[keep], live.times[keep], live.image[keep], live.world[keep])])
+                order = np.argsort(both.frames, kind="stable")
+                merged = PoseSeries(both.frames[order], both.times[order], both.image[order],
+                                    both.world[order])
+                seconds = np.floor(merged.times).astype(np.int64)
+                for sec in np.unique(seconds):
+                    part = np.nonzero(seconds == sec)[0]
+                    chunk = PoseSeries(merged.frames[part], merged.times[part],
+                                       merged.image[part], merged.world[part])
+                    await conn.execute(
+                        "INSERT INTO pose_chunks (session_id, t_start, t_end, n, blob) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (session_id, float(chunk.times[0]), float(chunk.times[-1]),
+                         len(chunk), chunk.encode()))
+                with_pose = len(merged)
             await conn.execute("DELETE FROM pose_backfill_chunks WHERE session_id = ?",
                                (session_id,))
             await conn.execute("DELETE FROM pose_backfill WHERE session_id = ?",
