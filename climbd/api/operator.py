@@ -82,6 +82,8 @@ async def system(request: web.Request) -> web.Response:
         "disk": {"free_bytes": storage.get("free_bytes"),
                  "total_bytes": storage.get("total_bytes"), "error": storage.get("error")},
         "retention": health.get("retention"),
+        "mqtt": health.get("mqtt"),  # {"state": "disabled"} unless [mqtt] is on
+        "archive": health.get("archive"),  # {"state": "disabled"} unless [archive] is on
         "recording": health["recording"],
         "viewers": health.get("viewers", 0),
         "delayed_viewers": sum(line.get("viewers", 0) for line in

@@ -72,13 +72,13 @@ function showFacts(sys, health) {
     ret.state === "critical" || ret.state === "low"));
   items.push(fact("Retention", ret.state || "–",
     [ret.max_age_days ? `keeps ${ret.max_age_days} days` : "", ret.message || ""].filter(Boolean).join(" · ")));
-  const mq = h.mqtt || {};
+  const mq = (sys && sys.mqtt) || h.mqtt || {};
   if (mq.state && mq.state !== "disabled") {
     items.push(fact("MQTT", mq.state, [mq.broker, mq.queued ? `${mq.queued} queued` : "",
       mq.dropped ? `${mq.dropped} dropped` : "", mq.state !== "connected" ? mq.last_error || "" : ""]
       .filter(Boolean).join(" · "), mq.state !== "connected"));
   }
-  const ar = h.archive || {};
+  const ar = (sys && sys.archive) || h.archive || {};
   if (ar.state && ar.state !== "disabled") {
     items.push(fact("Archive", ar.state, [ar.bucket, `${ar.pending ?? 0} waiting`,
       `${ar.archived ?? 0} archived`, ar.last_error || ""].filter(Boolean).join(" · "),
