@@ -111,6 +111,9 @@ def _big_session(state: Path, size_mb: int) -> tuple[int, str]:
             await asyncio.to_thread(_random_file, d / "video.mp4", size_mb)
             await db.finish_session(rec.id, status="completed", frame_count=1,
                                     duration_s=1.0, video_path=f"sessions/{rec.id}/video.mp4")
+            async with db.transaction("no pose to backfill") as conn:  # as the daemon's
+                await conn.execute(  # backfill leaves a session without pose
+                    "UPDATE sessions SET pose_status = 'complete' WHERE id = ?", (rec.id,))
             return rec.id
         finally:
             await db.close()
