@@ -183,7 +183,7 @@ def appliance(args: argparse.Namespace) -> dict[str, Any]:
         return {
             "part": "appliance", "cpu": args.cpu, "source": "1280x720 30 fps",
             "record_s": args.record_s, "frames": stopped["frame_count"],
-            "frames_expected": expected,
+            "frames_expected_from_duration": expected,  # duration x 30 fps: no frame dropped
             "live_frames_analyzed": stopped["frames_analyzed"],
             "live_pose_coverage": round(stopped["frames_with_pose"]
                                         / max(1, stopped["frame_count"]), 4),

@@ -152,9 +152,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: the Authorization header of an admin token from the daemon's admin socket (set in main)
+AUTH: dict[str, str] = {}
+
+
 def _get(url: str) -> tuple[float, bytes]:
     t0 = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=60) as r:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=AUTH), timeout=60) as r:
         body = r.read()
     return (time.perf_counter() - t0) * 1000, body
 
@@ -238,7 +242,8 @@ async def _browser(base: str, sessions: dict[str, Any], seeks: int) -> dict[str,
     out: dict[str, Any] = {}
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = await browser.new_page(viewport={"width": 1280, "height": 800})
+        page = await browser.new_page(viewport={"width": 1280, "height": 800},
+                                      extra_http_headers=AUTH)
         for name in ("recorded", "ingested", "ingested_reencoded"):
             out[f"seek_ms_{name}"] = await _seeks(page, base, sessions[name]["id"], seeks, rng)
         rec = sessions["recorded"]
@@ -298,6 +303,9 @@ def main() -> None:
                     break
                 except OSError:
                     time.sleep(0.2)
+            from bench.bench_live import _admin_token
+
+            AUTH["Authorization"] = f"Bearer {_admin_token(state, 120)}"
             total = json.loads(_get(base + "/api/sessions?limit=1")[1])["total"]
             first = [_get(base + "/api/sessions?limit=24")[0] for _ in range(50)]
             deep = [_get(base + f"/api/sessions?limit=24&offset={total - 24}")[0]
