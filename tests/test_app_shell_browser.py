@@ -210,7 +210,7 @@ async def test_inner_the_loop_by_taps_as_a_paired_tablet(daemon: UiDaemon, chrom
         await _tap(page, "#play")  # pause
     await wait_js(page, "() => !window.replay.player.playing"
                   " && window.replay.player.target === null")
-    before = await page.evaluate("() => window.replay.player.shown.index")
+    before = await _settled_index(page)
     await _tap(page, "#step-fwd")
     await wait_js(page, f"() => window.replay.player.shown.index === {before + 1}")
     assert await page.text_content("#frame-info") == f"frame {before + 2} / " + str(
@@ -504,3 +504,18 @@ async def test_inner_delayed_view_is_n_seconds_behind_with_its_skeleton(
     assert delay <= lag <= delay + 0.4, (lag, got)
     assert not errors, errors
     await ctx.close()
+
+
+async def _settled_index(page: Any) -> int:
+    """The shown frame once it has stayed the same for 0.5 s (a pause lands on a frame a
+    moment after ``playing`` turns false)."""
+    last, since = None, time.monotonic()
+    deadline = since + 15
+    while time.monotonic() < deadline:
+        i = await page.evaluate("() => window.replay.player.shown.index")
+        if i != last:
+            last, since = i, time.monotonic()
+        elif time.monotonic() - since >= 0.5:
+            return int(i)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the shown frame kept changing (last {last})")

@@ -50,6 +50,10 @@ host_candidates = ["127.0.0.1"]
 [retention]
 floor_mb = 0
 headroom_s = 0
+[security]
+# this module opens many WHEP sessions back to back on purpose (lines, refusals)
+signalling_burst = 100
+signalling_per_min = 6000
 """
 
 

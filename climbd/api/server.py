@@ -67,10 +67,17 @@ _server_log = logging.getLogger("climbd.http")
 _server_log.addFilter(_MalformedRequestFilter())
 
 
+#: seconds open requests (live WebSockets, downloads) get to finish on SIGTERM
+SHUTDOWN_TIMEOUT_S = 3.0
+
+
 def runner_options(config: Config) -> dict[str, Any]:
-    """Keyword arguments for :class:`aiohttp.web.AppRunner`: the request-head deadline and a
-    server logger that does not let malformed requests flood the journal."""
-    return {"keepalive_timeout": config.security.header_timeout_s, "logger": _server_log}
+    """Keyword arguments for :class:`aiohttp.web.AppRunner`: the request-head deadline, a
+    server logger that does not let malformed requests flood the journal, and a short
+    graceful-shutdown window (``SHUTDOWN_TIMEOUT_S``): aiohttp's default waits 60 s for open
+    handlers, and a tablet's live WebSocket never finishes by itself, so SIGTERM would hang."""
+    return {"keepalive_timeout": config.security.header_timeout_s, "logger": _server_log,
+            "shutdown_timeout": SHUTDOWN_TIMEOUT_S}
 
 
 class GuardedSite(web.TCPSite):
