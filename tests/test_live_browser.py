@@ -19,6 +19,7 @@ import re
 import shutil
 import signal
 import struct
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -439,7 +440,13 @@ async def test_inner_page_reconnects_after_the_daemon_restarts(
     page, _ = await _open(browser, daemon.base, LANDSCAPE)
     try:
         daemon.proc.send_signal(signal.SIGTERM)
-        daemon.proc.wait(30)
+        try:
+            daemon.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            # known: a stop racing a pose backfill can outlast 30 s (see CHANGELOG); this
+            # test is about the page coming back, so end the daemon the hard way
+            daemon.proc.kill()
+            daemon.proc.wait(10)
         await page.wait_for_selector(
             '#connection:is([data-state="reconnecting"], [data-state="offline"])',
             timeout=20000)
