@@ -153,6 +153,7 @@ class Pipeline:
         self._copy_last_pts = -1
         self._last_key_ts: float | None = None
         self._last_copy_ts: float | None = None
+        self._frames_since_key: int | None = None   # copy: frames since the last IDR
         self.gop_s: float | None = None   # longest keyframe interval seen (copy), s
         self.copied = 0
         self._pose_factory = pose_factory or (lambda: PoseEstimator(config.pose))
@@ -248,6 +249,7 @@ class Pipeline:
                 log.info("video: passthrough of the camera's H.264 (profile-level-id %s, "
                          "%dx%d)", info.profile_level_id, info.width, info.height)
                 self._last_key_ts = None
+                self._frames_since_key = None
                 self.video_mode = "copy"
                 self.passthrough_problem = None
             else:
@@ -257,17 +259,34 @@ class Pipeline:
             ts = frame.timestamp
             if self._last_copy_ts is not None and ts - self._last_copy_ts > 1.0:
                 self._last_key_ts = None  # the camera was away: not a long GOP
+                self._frames_since_key = None
             self._last_copy_ts = ts
+            if self._frames_since_key is not None:
+                self._frames_since_key += 1
             if frame.packet.keyframe:
                 if self._last_key_ts is not None:
-                    gop = ts - self._last_key_ts
+                    gop = self._gop_span(ts - self._last_key_ts, info)
                     self.gop_s = gop if self.gop_s is None else max(self.gop_s, gop)
                 self._last_key_ts = ts
-            if self._last_key_ts is not None and ts - self._last_key_ts > MAX_PASSTHROUGH_GOP_S:
-                problem = passthrough_problem(info, ts - self._last_key_ts)
-                self._verdicts[info] = problem
-                self._no_copy(problem or "GOP too long")
+                self._frames_since_key = 0
+            if self._last_key_ts is not None:
+                span = self._gop_span(ts - self._last_key_ts, info)
+                if span > MAX_PASSTHROUGH_GOP_S:
+                    problem = passthrough_problem(info, span)
+                    self._verdicts[info] = problem
+                    self._no_copy(problem or "GOP too long")
         return problem
+
+    def _gop_span(self, wall_s: float, info: VideoStreamInfo) -> float:
+        """Time since the last keyframe, seconds, in stream time where the rate is known.
+
+        Frames counted since the keyframe over the stream's nominal rate (``info.fps``):
+        a camera's connect backlog or a loaded box delivers frames in bursts, so the wall
+        clock (``wall_s``, the fallback) would report a 1 s GOP as 0.2 s or 3 s.
+        """
+        if 0 < info.fps <= 240 and self._frames_since_key is not None:   # (a sane rate)
+            return self._frames_since_key / info.fps
+        return wall_s
 
     def _no_copy(self, problem: str) -> None:
         if self.passthrough_problem != problem:
