@@ -31,12 +31,11 @@ background tasks, pipeline and database are closed, in that order.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +64,10 @@ from climbd.video import EncodedPacket, VideoStreamInfo
 from climbd.visibility import SYSTEM, viewing
 
 __all__ = ["Daemon"]
+
+#: Longest one shutdown step may take, seconds (the unit's TimeoutStopSec is 45 s; the
+#: steps that can block are the HTTP server's 3 s, the backfill's 5 s grace, the pipeline).
+STOP_STEP_TIMEOUT_S = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -364,32 +367,51 @@ class Daemon:
             except Exception:
                 log.exception("could not finalise the running recording")
         if self.admin_socket is not None:
-            await self.admin_socket.stop()
+            await self._stop_step("admin socket", self.admin_socket.stop())
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._stop_step("HTTP server", self._runner.cleanup())
+        if self.backfill is not None:   # before the viewers: its worker has a 5 s grace
+            await self._stop_step("pose backfill", self.backfill.close())
         if self.ghost is not None:
-            await self.ghost.close()
+            await self._stop_step("ghost", self.ghost.close())
         if self.live is not None:
-            await self.live.close()
+            await self._stop_step("live view", self.live.close())
             self.add_health("viewers", lambda: 0)
             self._health_sources.pop("live", None)
         if self.exports is not None:
-            await self.exports.close()
-        if self.backfill is not None:
-            await self.backfill.close()
+            await self._stop_step("exports", self.exports.close())
         if self.mqtt is not None:
-            await self.mqtt.close()
+            await self._stop_step("MQTT", self.mqtt.close())
         if self.archive is not None:
-            await self.archive.close()
+            await self._stop_step("archive", self.archive.close())
         if self.media is not None:
             self.media.close()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        await asyncio.to_thread(self.pipeline.stop)
+            await self._stop_step(f"task {t.get_name()}", t)
+        await self._stop_step("pipeline", asyncio.to_thread(self.pipeline.stop))
         await self.db.close()
+
+    async def _stop_step(self, name: str, step: Awaitable[Any]) -> None:
+        """Await one shutdown step for at most :data:`STOP_STEP_TIMEOUT_S` seconds.
+
+        A step that raises or outlasts its budget is logged and left behind, so one
+        stuck service cannot hold the whole stop past systemd's ``TimeoutStopSec``
+        (what was recorded is already finalised by then; the database closes last).
+        """
+        t0 = time.monotonic()
+        fut = asyncio.ensure_future(step)
+        done, _ = await asyncio.wait({fut}, timeout=STOP_STEP_TIMEOUT_S)
+        if not done:
+            log.warning("stop: %s did not finish in %.0f s; going on without it", name,
+                        STOP_STEP_TIMEOUT_S)
+            return
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("stop: %s failed", name, exc_info=fut.exception())
+        took = time.monotonic() - t0
+        if took > 2.0:
+            log.info("stop: %s took %.1f s", name, took)
 
     def request_stop(self) -> None:
         """Ask :meth:`run_forever` to return (signal handlers call this)."""

@@ -201,3 +201,39 @@ async def test_backfill_resumes_after_restart(tmp_path: Path, short_reference: P
 async def _complete(db: Database, sid: int) -> Any:
     rec = await db.get_session(sid)
     return rec if rec.pose_status == "complete" else None
+
+
+async def test_a_stop_while_the_worker_is_spawned_leaves_no_worker(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """close() during the worker's spawn: the fill stops at once, resumable, no worker left
+    running the whole session behind the stopped daemon (it held SIGTERM past 30 s)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    db = await Database.open(state / "climbd.db")
+    spawning = asyncio.Event()
+    spawned: list[asyncio.subprocess.Process] = []
+    real_exec = asyncio.create_subprocess_exec
+
+    async def exec_(*a: Any, **kw: Any) -> asyncio.subprocess.Process:
+        spawning.set()
+        proc = await real_exec(*a, **kw)
+        spawned.append(proc)
+        return proc
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", exec_)
+    try:
+        with viewing(SYSTEM):
+            sid = await _made_session(db, state)
+            fill = PoseBackfill(db, state, PoseConfig(), chunk_s=0.5)
+            task = asyncio.create_task(fill.fill(sid))
+            await asyncio.wait_for(spawning.wait(), 60)
+            await fill.close()              # the daemon's stop, mid-spawn
+            t0 = time.monotonic()
+            rec = await asyncio.wait_for(task, 30)
+            took = time.monotonic() - t0
+            assert spawned and spawned[0].returncode is not None, "the worker still runs"
+            assert rec.pose_status == "backfilling", rec.pose_status  # resumes next start
+            assert await fill.store.next_frame(sid) < rec.frame_count
+            assert took < 10, f"the fill went on for {took:.1f} s after close()"
+    finally:
+        await db.close()

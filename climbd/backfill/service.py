@@ -181,6 +181,12 @@ class PoseBackfill:
             env={**os.environ, "GLOG_minloglevel": "2"}, limit=16 * 1024 * 1024)
         self._proc = proc
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        if self._closing:   # close() ran while the worker was being spawned: it has no
+            with contextlib.suppress(ProcessLookupError):   # job yet, nothing to keep
+                proc.kill()
+            await proc.wait()
+            self._proc = None
+            return {"event": "cancelled"}
         stderr_task = asyncio.create_task(proc.stderr.read())
         final: dict[str, Any] = {"event": "cancelled"}
         try:
