@@ -10,18 +10,19 @@ wheels, and systemd-python as an sdist that gcc in the root builds). install.sh 
 ``--no-compile`` (byte-compiling the venv under emulation is most of pip's time; the code
 installed is the same). Inside the root: ``climbd check-config``, the pose stack's imports,
 and ``climbd ingest climb_short_2s.mp4``, whose stored poses must match the same backend on
-this x86 machine: the same frame count, a pose on the same frames, landmarks within
-:data:`MAX_PX` pixels.
+this x86 machine: the same frame count, a pose on the same frames, and landmarks within a
+pixel or so on the same input frames (see ``test_ingest_inside_arm64_matches_x86`` for why
+the decoded frames themselves differ slightly between the architectures).
 
 The emulated CPU is a Cortex-A72 (Raspberry Pi 4: ARMv8.0, the oldest board climbd
 targets; ``CLIMBD_TEST_EMULATED_CPU=cortex-a76`` for a Pi 5), with that core's
 /proc/cpuinfo bind-mounted in the root (see ``tests.test_install._chroot``).
 
-Opt-in with ``CLIMBD_TEST_EMULATED=1`` (too long for the suite's budget; times measured
-here are in docs/DEVICES.md); skipped, with the reason printed, where binfmt_misc or
-qemu-user-static is missing.
+Runs by default (about 20 minutes here with a cold cache, see docs/DEVICES.md; scripts/setup
+installs qemu-user-static and binfmt-support); ``CLIMBD_TEST_EMULATED=0`` skips it. Skipped,
+with the reason printed, where binfmt_misc cannot be mounted or qemu-user-static is missing.
 
-    CLIMBD_TEST_EMULATED=1 uv run --frozen pytest tests/test_install_arm64.py -v -s
+    uv run --frozen pytest tests/test_install_arm64.py -v -s
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import json
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -55,11 +56,15 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(5400)]
 ARCH = "arm64"
 #: qemu CPU model of the emulated board (Raspberry Pi 4)
 CPU = "cortex-a72"
-#: Landmark position tolerance, arm64 vs x86, same backend and frames (px of the frame).
-#: Measured here: see docs/DEVICES.md (aarch64 NEON vs x86 AVX kernels of XNNPACK round
-#: differently, and the tracker feeds each frame's result into the next ROI).
-MAX_PX = 3.0
-MEDIAN_PX = 0.5
+#: Tolerances (px of the frame), arm64 vs x86, the same backend; measured values are in
+#: docs/DEVICES.md. Same pixels: the pose stack itself (XNNPACK's NEON vs AVX kernels round
+#: differently, a fraction of a pixel).
+SAME_MEDIAN_PX = 0.5
+SAME_MAX_PX = 3.0
+#: End to end (each machine decodes): median over all frames, mean once tracking settled.
+E2E_MEDIAN_PX = 1.0
+SETTLED_FRAME = 20
+SETTLED_MEAN_PX = 2.0
 TIMES: dict[str, float] = {}
 
 
@@ -67,9 +72,8 @@ TIMES: dict[str, float] = {}
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh arm64 bookworm root with climbd installed by install.sh (offline wheelhouse)."""
     why = emulation_unavailable(ARCH)
-    if not why and host_arch() != ARCH and not emulated_wanted():
-        why = ("the emulated arm64 install takes ~15-25 min here (pip and pose under "
-               "qemu-user), too long for the suite's budget: set CLIMBD_TEST_EMULATED=1")
+    if not why and host_arch() != ARCH and not emulated_wanted(default=True):
+        why = "CLIMBD_TEST_EMULATED=0"
     if why:
         print(f"arm64 bookworm install test skipped: {why}")
         pytest.skip(f"arm64 binaries cannot run here: {why}")
@@ -119,9 +123,36 @@ def test_check_config_and_the_pose_stack_inside_arm64(installed: Path) -> None:
     assert r.stdout.startswith("aarch64 (3, 11) 0.10.18 1."), r.stdout
 
 
-def test_ingest_inside_arm64_matches_x86(installed: Path, media: Path) -> None:
-    from climbd.ingest import decode_rgb_frames
+def _solutions_on(frames: Iterable[np.ndarray]) -> list[np.ndarray | None]:
+    """x86 reference: the ``solutions`` backend here, one tracker in frame order (as ingest
+    runs it); per frame the ``(33, 2)`` image landmarks in px, or None without a pose."""
     from climbd.pose import PoseEstimator
+
+    out: list[np.ndarray | None] = []
+    with PoseEstimator(backend="solutions") as est:
+        for i, rgb in enumerate(frames):
+            p = est.process(rgb, i)
+            out.append(p.image[:, :2] * (p.width, p.height) if p.image is not None else None)
+    return out
+
+
+def _px(stored: dict[int, np.ndarray], ref: list[np.ndarray | None]) -> np.ndarray:
+    """Per frame and landmark distance (n, 33) in px between the stored and reference poses."""
+    return np.array([np.linalg.norm(xy - ref[f], axis=1) for f, xy in stored.items()])
+
+
+def test_ingest_inside_arm64_matches_x86(installed: Path, media: Path) -> None:
+    """``climbd ingest`` in the arm64 root vs the same backend on this x86 machine.
+
+    Two comparisons, because the frames themselves differ: FFmpeg's aarch64 YUV->RGB
+    (swscale NEON) rounds differently from x86's, so the RGB frames PyAV gives differ by up
+    to 3 levels (mean 1), and BlazePose's first frames (detector -> ROI) amplify such a
+    difference to tens of pixels until tracking settles. So (1) on the *same pixels* (the
+    frames the arm64 root decodes, fed to pose on both machines) the poses must agree to a
+    pixel or so: that is the pose stack itself; (2) end to end (each machine decodes the
+    file itself) the same frames have a pose and, once tracking has settled, the landmarks
+    agree within :data:`SETTLED_MEAN_PX`."""
+    from climbd.ingest import decode_rgb_frames
     from climbd.storage import decode_chunk
 
     shutil.copy2(SHORT, installed / "var/tmp" / SHORT.name)
@@ -132,33 +163,51 @@ def test_ingest_inside_arm64_matches_x86(installed: Path, media: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr[-3000:]
     res = json.loads(r.stdout.strip().splitlines()[-1])
 
-    # The same backend (mediapipe 0.10.18 mp.solutions) on this x86 machine.
-    ref: list[np.ndarray | None] = []
-    with PoseEstimator(backend="solutions") as est:
-        for i, _t, rgb in decode_rgb_frames(SHORT):
-            p = est.process(rgb, i)
-            w, h = p.width, p.height
-            ref.append(p.image[:, :2] * (w, h) if p.image is not None else None)
-    found_ref = [i for i, xy in enumerate(ref) if xy is not None]
-    assert res["frames"] == len(ref), f"arm64 decoded {res['frames']} frames, x86 {len(ref)}"
-
     con = sqlite3.connect(installed / "var/tmp/state/climbd.db")
     blobs = [b for (b,) in con.execute(
         "SELECT blob FROM pose_chunks WHERE session_id=? ORDER BY t_start", (res["id"],))]
     con.close()
-    frames = np.concatenate([decode_chunk(b).frames for b in blobs]).tolist()
-    image = np.concatenate([decode_chunk(b).image for b in blobs])
-    assert frames == found_ref, "arm64 finds a pose on other frames than x86"
+    chunks = [decode_chunk(b) for b in blobs]
+    frames = np.concatenate([c.frames for c in chunks]).tolist()
+    image = np.concatenate([c.image for c in chunks])
     assert res["frames_with_pose"] == len(frames)
 
-    d = np.array([np.linalg.norm(image[k, :, :2] * (w, h) - ref[f], axis=1)
-                  for k, f in enumerate(frames)])  # (n, 33) px
-    print(f"arm64 ({CPU}) vs x86, solutions backend, {SHORT.name}: {len(frames)}/{len(ref)} "
-          f"frames with pose (x86 {len(found_ref)}), px mean {d.mean():.3f} median "
-          f"{np.median(d):.3f} max {d.max():.3f}; times "
-          + json.dumps({k: round(v, 1) for k, v in TIMES.items()}))
-    assert np.median(d) <= MEDIAN_PX
-    assert d.max() <= MAX_PX
+    # The frames ingest gave to pose in the root (decode_rgb_frames is its decoder).
+    t1 = time.monotonic()
+    r = _chroot(installed, "/opt/climbd/venv/bin/python", "-c",
+                "import numpy as np; from climbd.ingest import decode_rgb_frames as d; "
+                f"np.save('/var/tmp/frames.npy', np.stack([f for _, _, f in d('/var/tmp/"
+                f"{SHORT.name}')]))", cpu=CPU, timeout=900)
+    TIMES["decode_s"] = time.monotonic() - t1
+    assert r.returncode == 0, r.stderr[-3000:]
+    arm_rgb = np.load(installed / "var/tmp/frames.npy")
+    x86_rgb = np.stack([rgb for _i, _t, rgb in decode_rgb_frames(SHORT)])
+    assert arm_rgb.shape == x86_rgb.shape, (arm_rgb.shape, x86_rgb.shape)
+    assert res["frames"] == len(x86_rgb), \
+        f"arm64 ingested {res['frames']} frames, x86 decodes {len(x86_rgb)}"
+    h, w = arm_rgb.shape[1:3]
+    stored = {f: image[k, :, :2] * (w, h) for k, f in enumerate(frames)}
+    levels = np.abs(arm_rgb.astype(np.int16) - x86_rgb).astype(np.float32)
+
+    same = _solutions_on(arm_rgb)      # x86 pose, the arm64 root's pixels
+    x86 = _solutions_on(x86_rgb)       # x86 pose, x86's own decode
+    assert frames == [i for i, xy in enumerate(same) if xy is not None], \
+        "on the same pixels arm64 finds a pose on other frames than x86"
+    assert frames == [i for i, xy in enumerate(x86) if xy is not None], \
+        "end to end arm64 finds a pose on other frames than x86"
+    d_same, d_e2e = _px(stored, same), _px(stored, x86)
+    settled = d_e2e[[k for k, f in enumerate(frames) if f >= SETTLED_FRAME]]
+    print(f"arm64 ({CPU}) vs x86, solutions backend, {SHORT.name}: {len(frames)}/{res['frames']} "
+          f"frames with pose (x86 {sum(xy is not None for xy in x86)}); RGB levels differ "
+          f"mean {levels.mean():.2f} max {levels.max():.0f}; same pixels px mean "
+          f"{d_same.mean():.3f} median {np.median(d_same):.3f} max {d_same.max():.3f}; end to "
+          f"end px mean {d_e2e.mean():.3f} median {np.median(d_e2e):.3f} max {d_e2e.max():.2f}, "
+          f"settled (frame >= {SETTLED_FRAME}) mean {settled.mean():.3f} max "
+          f"{settled.max():.2f}; times " + json.dumps({k: round(v, 1) for k, v in TIMES.items()}))
+    assert np.median(d_same) <= SAME_MEDIAN_PX
+    assert d_same.max() <= SAME_MAX_PX
+    assert np.median(d_e2e) <= E2E_MEDIAN_PX
+    assert settled.mean() <= SETTLED_MEAN_PX
 
 
 if __name__ == "__main__":  # pragma: no cover
