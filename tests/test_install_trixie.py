@@ -1,12 +1,15 @@
 """scripts/install.sh into a throwaway Debian 13 "trixie" root (Python 3.13), then pose in it.
 
-Two roots: amd64 (this machine's architecture) and arm64 (Raspberry Pi / Jetson), the latter
-run through qemu-user-static via binfmt_misc and skipped, with the reason, where that
-emulation is not available. The emulated install takes about half an hour here (pip and
-bytecode compilation under qemu-user), so it runs only with ``CLIMBD_TEST_EMULATED=1``
-(in CI and on a developer's machine alike: `scripts/test` must stay inside CI's budget).
-Known state: under Debian's qemu-user 7.2 the emulated install and check-config pass, and
-`climbd ingest` then dies with SIGSEGV inside mediapipe 1.2.3 (see the issue notes).
+Two roots: amd64 (this machine's architecture) and arm64 (Raspberry Pi 5 / Jetson Orin), the
+latter run through qemu-user-static via binfmt_misc as a Cortex-A76 with that core's
+/proc/cpuinfo (``tests.test_install._chroot``: under qemu-user 7.2 the host's x86 file made
+mediapipe 1.2.3 die with SIGSEGV creating its XNNPACK delegate), and skipped, with the
+reason, where that emulation is not available. The emulated run takes about 21 minutes here
+with the root cached (install.sh ``--no-compile`` 15 min, ingest 4 min) and its cold root
+build took 30 min, so it runs only with ``CLIMBD_TEST_EMULATED=1``. mediapipe 1.x's aarch64
+build needs ARMv8.1 atomics: install.sh refuses it on a Raspberry Pi 4's Cortex-A72, which
+``test_install_refuses_an_arm64_cpu_without_lse`` checks (bookworm on arm64 is proven by
+tests/test_install_arm64.py).
 
 Debian 13 and today's Raspberry Pi OS have only CPython 3.13, for which mediapipe 0.10.18
 (and so ``mp.solutions.pose``) has no wheel: there the lock installs mediapipe 1.x and the
@@ -68,8 +71,9 @@ def installed(request: pytest.FixtureRequest,
     arch: str = request.param
     why = emulation_unavailable(arch)
     if not why and arch != host_arch() and not emulated_wanted():
-        why = ("an emulated install takes ~30-40 min here (pip under qemu-user), too long "
-               "for the suite's budget: set CLIMBD_TEST_EMULATED=1 to run it")
+        why = ("the emulated trixie install takes ~21 min here with a cached root and ~30 "
+               "min more to build the root, too long for the suite's budget: set "
+               "CLIMBD_TEST_EMULATED=1 to run it")
     if why:
         print(f"trixie {arch} install test skipped: {why}")
         pytest.skip(f"{arch} binaries cannot run here: {why}")
