@@ -424,6 +424,9 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+                tail = self.log_path.read_bytes()[-4000:].decode(errors="replace")
+                print(f"daemon ignored SIGTERM for 30 s; its log ends:\n{tail}",
+                      file=sys.stderr)
         self._log.close()
         return self.proc.returncode
 
