@@ -73,6 +73,19 @@ async def ready(page, name: str) -> None:
     await page.wait_for_timeout(400)
 
 
+async def fit_page(page) -> None:
+    """Make the viewport as tall as the page's scrolled content (same width), so a shot
+    shows what is below the fold; the app shell scrolls inside ``#page``, which
+    ``full_page`` screenshots alone do not see."""
+    size = page.viewport_size
+    height = await page.evaluate("""() => { const m = document.getElementById('page');
+        return m ? Math.ceil(m.scrollHeight + window.innerHeight - m.clientHeight)
+                 : document.documentElement.scrollHeight; }""")
+    if height > size["height"]:
+        await page.set_viewport_size({"width": size["width"], "height": min(height, 6000)})
+        await page.wait_for_timeout(300)
+
+
 async def unlock_admin(ctx, d) -> None:
     """Set the admin PIN (with an admin code, as the owner does once) and log this context in."""
     page = await ctx.new_page()
@@ -88,11 +101,12 @@ async def unlock_admin(ctx, d) -> None:
     await page.close()
 
 
-def main(only: set[str] | None, out: Path = OUT, full_page: bool = False) -> int:
+def main(only: set[str] | None, out: Path = OUT, full_page: bool = False,
+         extra_config: str = "") -> int:
     """Start the daemon (building the session template runs its own event loop), then shoot."""
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        d = start_ui_daemon(Path(tmp), pose=True)
+        d = start_ui_daemon(Path(tmp), pose=True, extra_config=extra_config)
         try:
             asyncio.run(shoot(d, only, out, full_page))
         finally:
@@ -119,6 +133,8 @@ async def shoot(d: Any, only: set[str] | None, out: Path = OUT, full_page: bool 
                 page = await (admin if name in AS_ADMIN else ctx).new_page()
                 await page.goto(d.base + path)
                 await ready(page, name)
+                if full_page:  # the shell scrolls inside <main>: grow the window to fit it
+                    await fit_page(page)
                 data = shrink(await page.screenshot(full_page=full_page))
                 target = out / f"{name}-{size}.png"
                 target.write_bytes(data)
@@ -134,6 +150,8 @@ if __name__ == "__main__":
     ap.add_argument("--only", help="comma-separated page names: " + ",".join(PAGES))
     ap.add_argument("--out", type=Path, default=OUT, help="directory (default docs/screens)")
     ap.add_argument("--full-page", action="store_true", help="the whole page, scrolled")
+    ap.add_argument("--extra-config", default="", help="TOML appended to the daemon's config "
+                    "(e.g. to show the MQTT and archive lines of the settings page)")
     args = ap.parse_args()
     sys.exit(main(set(args.only.split(",")) if args.only else None, args.out.resolve(),
-                  args.full_page))
+                  args.full_page, args.extra_config))

@@ -15,6 +15,9 @@
 
 import { api } from "./api.js";
 
+/** How long one pose window request may take before it counts as failed, ms. */
+export const POSE_WINDOW_TIMEOUT_MS = 30000;
+
 export const MAGIC = 0x31535043; // "CPS1" read as little-endian u32
 export const HEADER_BYTES = 16;
 export const LANDMARKS = 33;
@@ -162,8 +165,9 @@ export class PoseWindows {
     const entry = old && old.chunk ? { chunk: old.chunk } : {};
     this.stats.requests++;
     // api.js: same-origin credentials, the tablet's error sentences (ApiError) and the
-    // shell's reachability banner, like every other request of the UI
-    entry.promise = api(url, { raw: true }).then(async (res) => {
+    // shell's reachability banner, like every other request of the UI; a window may take a
+    // while on a busy appliance, so it gets longer than api.js's default request timeout
+    entry.promise = api(url, { raw: true, timeout: POSE_WINDOW_TIMEOUT_MS }).then(async (res) => {
       const buf = await res.arrayBuffer();
       const t0 = performance.now();
       entry.chunk = decodeChunk(buf);

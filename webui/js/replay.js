@@ -99,7 +99,10 @@ function showPoseStatus(s) {
   const p = poseProgress(s);
   const b = $("pose-badge");
   b.hidden = !p;
-  if (p) b.textContent = p.text;
+  if (p) {
+    b.textContent = p.text;
+    b.style.setProperty("--pct", `${p.pct}%`); // the bar behind the text (replay.css)
+  }
 }
 
 async function setMode(mode) {
