@@ -13,8 +13,10 @@ test overrides its module's tier).
                 device seam; real aiohttp on loopback, real aiortc, real SQLite files
 ``media``       MediaPipe BlazePose on the real clips (ingest, ``climbd run`` daemons)
 ``browser``     real headless Chromium (/usr/bin/chromium)
-``system``      the install chroot, arm64 emulation, network namespaces, systemd tools:
-                slow, subprocess-heavy, root
+``system``      the daemon against other real server processes and their outages (an
+                RTSP camera server, the Mosquitto broker, an S3 server), the install
+                chroot, arm64 emulation, systemd tools: slow, subprocess-heavy, root;
+                run after the other tiers, one test at a time
 ==============  =================================================================
 """
 
@@ -424,6 +426,9 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+                tail = self.log_path.read_bytes()[-4000:].decode(errors="replace")
+                print(f"daemon ignored SIGTERM for 30 s; its log ends:\n{tail}",
+                      file=sys.stderr)
         self._log.close()
         return self.proc.returncode
 

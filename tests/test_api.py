@@ -14,8 +14,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+import climbd.daemon as daemon_module
 from climbd.config import Config
 from climbd.daemon import Daemon
+from climbd.storage import Database
+from climbd.visibility import SYSTEM, viewing
 from tests.conftest import SHORT
 from tests.fakes import CameraRig
 from tests.securitykit import admin_headers
@@ -199,3 +202,29 @@ async def test_wedged_camera_shows_as_stalled(api: Any) -> None:
     await asyncio.sleep(0.3)
     _, h = await c.req("GET", "/api/health")
     assert h["capture"]["state"] == "running"
+
+
+async def test_a_stuck_service_cannot_hold_the_stop(api: Any, monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """One service whose close never returns: the stop goes on past it after its budget,
+    finalises the recording and closes the database (what systemd's TimeoutStopSec needs)."""
+    c, daemon, _ = api
+    await _wait_frames(daemon, 10)
+    status, started = await c.req("POST", "/api/recordings/start", json={"pre_roll_s": 0})
+    assert status == 201, started
+    await _wait_frames(daemon, daemon.pipeline.encoder.frames + 10)
+
+    async def stuck() -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(daemon.exports, "close", stuck)
+    monkeypatch.setattr(daemon_module, "STOP_STEP_TIMEOUT_S", 0.5)
+    await asyncio.wait_for(daemon.stop(), 20)
+    assert "stop: exports did not finish in" in caplog.text
+    db = await Database.open(daemon.paths.db)
+    try:
+        with viewing(SYSTEM):
+            rec = await db.get_session(started["id"])
+    finally:
+        await db.close()
+    assert rec.status == "completed" and rec.frame_count > 0

@@ -31,7 +31,7 @@ from tests.export_support import add_video_session, copy_template, set_created_a
 from tests.s3_support import BUCKET, S3Server, sha256_file
 from tests.securitykit import admin_headers, secure_daemon, wait_frames
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.system   # a real S3 server process, its outages
 
 
 async def get(db: Database, session_id: int) -> Any:

@@ -20,7 +20,7 @@ from tests.conftest import SHORT, async_wait_until
 from tests.mqtt_support import Broker, Subscriber
 from tests.securitykit import secure_daemon, wait_frames
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.system   # a real broker process, its outages
 
 BASE = "climbd/wall1"
 

@@ -40,7 +40,7 @@ from tests.rtsp_support import (
 )
 from tests.whep_viewer import Viewer
 
-pytestmark = [pytest.mark.integration, pytest.mark.timing]  # wall-clock rates and delays
+pytestmark = [pytest.mark.system, pytest.mark.timing]  # a camera server process; wall-clock rates
 
 FPS = 30
 GOP = 30   # frames: a keyframe a second, as the docs tell camera owners to set

@@ -58,9 +58,19 @@ async def _open(page: Any, base: str, query: str) -> None:
 
 async def _shown(page: Any, index: int) -> dict[str, Any]:
     """Wait until frame ``index`` is on screen with its skeleton decided, then snapshot it."""
-    await wait_js(page, """(i) => { const p = window.replay.player;
-        return p.shown && p.shown.index === i && p.overlay.last && p.overlay.last.frameTs === i
-               && p.waitingPose === null && !p.video.seeking; }""", arg=index)
+    try:
+        await wait_js(page, """(i) => { const p = window.replay.player;
+            return p.shown && p.shown.index === i && p.overlay.last
+                   && p.overlay.last.frameTs === i && p.waitingPose === null
+                   && !p.video.seeking; }""", arg=index)
+    except AssertionError:
+        state = await page.evaluate("""() => { const p = window.replay.player;
+            return {shown: p.shown && p.shown.index,
+                    drawn: p.overlay.last && p.overlay.last.frameTs,
+                    waitingPose: p.waitingPose, seeking: p.video.seeking,
+                    currentTime: p.video.currentTime, paused: p.video.paused,
+                    readyState: p.video.readyState}; }""")
+        raise AssertionError(f"frame {index} never settled on screen: {state}") from None
     return await page.evaluate(SNAPSHOT)
 
 

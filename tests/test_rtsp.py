@@ -34,7 +34,7 @@ from climbd.storage import probe
 from tests.conftest import DaemonProcess
 from tests.rtsp_support import RtspCamera, need_rtsp_server, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.timing]  # wall-clock rates and delays
+pytestmark = [pytest.mark.system, pytest.mark.timing]  # a camera server process; wall-clock rates
 
 USER, PASSWORD = "camuser", "s3cret-Pw"
 FPS = 30
