@@ -26,7 +26,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +33,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
-from bench_export import Meter  # noqa: E402
+from live_meter import judge, live_pipeline, load_avg, window  # noqa: E402
 
 from climbd.archive import Archiver  # noqa: E402
-from climbd.config import ArchiveConfig, Config  # noqa: E402
-from climbd.pipeline import Pipeline  # noqa: E402
+from climbd.config import ArchiveConfig  # noqa: E402
 from climbd.statedir import StateDir  # noqa: E402
 from climbd.storage import Database  # noqa: E402
 from climbd.visibility import SYSTEM, viewing  # noqa: E402
@@ -56,17 +54,6 @@ def _proc_cpu(pid: int) -> float:
     """utime + stime of a process in seconds (/proc/<pid>/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def _window(pipeline: Pipeline, seconds: float) -> dict[str, Any]:
-    meter = Meter(pipeline)
-    meter.start()
-    cpu0 = time.process_time()
-    await asyncio.sleep(seconds)
-    m = meter.stop()
-    m.pop("raw")
-    m["process_cpu_s"] = round(time.process_time() - cpu0, 2)
-    return m
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -104,34 +91,24 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 async with db.transaction("no pose to backfill") as conn:  # as the daemon's
                     await conn.execute(  # backfill leaves a session without pose
                         "UPDATE sessions SET pose_status = 'complete' WHERE id = ?", (rec.id,))
-            config = Config.model_validate({"capture": {"source": str(clip), "loop": True}})
-            pipeline = Pipeline(config, asyncio.get_running_loop())
-            pipeline.start()
-            try:
-                for _ in range(600):  # warm-up: model loaded, results flowing
-                    if pipeline.pose_results > 30:
-                        break
-                    await asyncio.sleep(0.05)
-                await asyncio.sleep(1.0)
+            async with live_pipeline(clip) as pipeline:
                 result: dict[str, Any] = {
                     "clip": clip.name, "cores": os.cpu_count(), "window_s": args.window,
-                    "load_avg_before": [round(x, 2) for x in os.getloadavg()]}
-                result["baseline_before"] = await _window(pipeline, args.window)
+                    "load_avg_before": load_avg()}
+                result["baseline_before"] = await window(pipeline, args.window)
                 archiver = Archiver(ArchiveConfig(
                     enabled=True, endpoint_url=url, bucket="bench", access_key_id="k",
                     secret_access_key="s"), db, state, "bench")  # shipped nice 19
                 server_cpu0 = _proc_cpu(server.pid)
                 with viewing(SYSTEM):
                     task = asyncio.create_task(archiver.run())
-                result["with_upload"] = await _window(pipeline, args.window)
+                result["with_upload"] = await window(pipeline, args.window)
                 sent = archiver.uploaded_bytes
                 result["archiver_status"] = archiver.status()
                 server_cpu = _proc_cpu(server.pid) - server_cpu0
                 task.cancel()
                 await archiver.close()
-                result["baseline_after"] = await _window(pipeline, args.window)
-            finally:
-                await asyncio.to_thread(pipeline.stop)
+                result["baseline_after"] = await window(pipeline, args.window)
             base = (result["baseline_before"]["pose_fps"]
                     + result["baseline_after"]["pose_fps"]) / 2
             base_cpu = (result["baseline_before"]["process_cpu_s"]
@@ -143,10 +120,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 "extra_process_cpu_s": round(extra_cpu, 2),
                 "cpu_s_per_100mb": round(extra_cpu / mib * 100, 2) if mib else None,
                 "s3_server_cpu_s": round(server_cpu, 2), "worker_priority": archiver.priority}
-            result["ratio"] = round(result["with_upload"]["pose_fps"] / base, 3) if base else None
-            result["target_ratio"] = 0.95
-            result["pass"] = result["ratio"] is not None and result["ratio"] >= 0.95
-            result["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+            judge(result, result["with_upload"]["pose_fps"], base, 0.95)
             return result
         finally:
             await db.close()

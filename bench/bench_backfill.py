@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from procs import stop_process
+
 os.environ.setdefault("GLOG_minloglevel", "2")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -173,12 +175,7 @@ def appliance(args: argparse.Namespace) -> dict[str, Any]:
                     break
             complete_s = time.monotonic() - t_stop
         finally:
-            daemon.terminate()
-            try:
-                daemon.wait(30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-            log.close()
+            stop_process(daemon, log)
         expected = round(stopped["duration_s"] * 30)
         return {
             "part": "appliance", "cpu": args.cpu, "source": "1280x720 30 fps",

@@ -39,51 +39,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from climbd.config import Config, ExportConfig
+from live_meter import Meter, judge, live_pipeline, load_avg
+
+from climbd.config import ExportConfig
 from climbd.export.jobs import ExportManager
 from climbd.ingest import ingest_file
 from climbd.pipeline import Pipeline
 from climbd.statedir import StateDir
 from climbd.storage import Database
+from climbd.visibility import SYSTEM, viewing
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CLIP = REPO.parent / "shared" / "media" / "climb_steepwall_static.mp4"
-
-
-class Meter:
-    """Counters of the live pipeline between two instants."""
-
-    def __init__(self, pipeline: Pipeline):
-        self.p = pipeline
-        self._start: dict[str, float] = {}
-
-    def _now(self) -> dict[str, float]:
-        return {"t": time.monotonic(), "pose": self.p.pose_results,
-                "frames": self.p.capture.frames, "skipped": self.p._pose_slot.overwritten,
-                "dropped": self.p.video_dropped, "encoded": self.p.encoder.frames}
-
-    def start(self) -> None:
-        self._start = self._now()
-        self.p._inference_ms.clear()
-
-    def stop(self) -> dict[str, Any]:
-        end = self._now()
-        dt = end["t"] - self._start["t"]
-        d = {k: end[k] - self._start[k] for k in end}
-        inf = list(self.p._inference_ms)
-        return {
-            "raw": {"seconds": dt, "pose": d["pose"], "frames": d["frames"],
-                    "skipped": d["skipped"], "dropped": d["dropped"]},
-            "seconds": round(dt, 2),
-            "pose_fps": round(d["pose"] / dt, 2),
-            "capture_fps": round(d["frames"] / dt, 2),
-            "encoded_fps": round(d["encoded"] / dt, 2),
-            "pose_skipped_frames": int(d["skipped"]),
-            "video_dropped_frames": int(d["dropped"]),
-            "inference_ms_p50": round(statistics.median(inf), 2) if inf else None,
-            "inference_ms_p95": round(sorted(inf)[int(0.95 * (len(inf) - 1))], 2)
-            if inf else None,
-        }
 
 
 class ExportRunner:
@@ -207,16 +174,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             t = time.monotonic()
             ingested = await ingest_file(clip, db, state, name=clip.stem)
             ingest_s = time.monotonic() - t
-            config = Config.model_validate({"capture": {"source": str(clip), "loop": True}})
-            loop = asyncio.get_running_loop()
-            pipeline = Pipeline(config, loop)
-            pipeline.start()
-            try:
-                for _ in range(600):  # warm-up: model loaded, results flowing
-                    if pipeline.pose_results > 30:
-                        break
-                    await asyncio.sleep(0.05)
-                await asyncio.sleep(1.0)
+            async with live_pipeline(clip) as pipeline:
                 result: dict[str, Any] = {
                     "clip": clip.name,
                     "session": {"frames": ingested.frames, "duration_s": ingested.duration_s,
@@ -225,7 +183,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     "cores": os.cpu_count(),
                     "window_s": args.window,
                     "rounds": args.rounds,
-                    "load_avg_before": [round(x, 2) for x in os.getloadavg()],
+                    "load_avg_before": load_avg(),
                 }
                 low = ExportRunner(ExportManager(db, state, ExportConfig()), ingested.id)
                 base, on = await _interleaved(pipeline, low, args.window, args.rounds)
@@ -237,8 +195,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                                                       args.rounds)
                     result["baseline_2"] = base_n
                     result["with_export_normal_priority"] = on_n
-            finally:
-                await asyncio.to_thread(pipeline.stop)
             alone = ExportManager(db, state, ExportConfig())
             t = time.monotonic()
             rec = await alone.submit(ingested.id, "overlay")
@@ -248,15 +204,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             result["export_alone"] = {"frames": rec.frames, "seconds": round(dt, 2),
                                       "export_fps": round(rec.frames / dt, 2),
                                       "includes_worker_start": True}
-            base = result["baseline"]["pose_fps"]
-            result["ratio"] = round(result["with_export"]["pose_fps"] / base, 3) if base else None
             if args.compare_normal and result["baseline_2"]["pose_fps"]:
                 result["ratio_normal_priority"] = round(
                     result["with_export_normal_priority"]["pose_fps"]
                     / result["baseline_2"]["pose_fps"], 3)
-            result["target_ratio"] = 0.9
-            result["pass"] = result["ratio"] is not None and result["ratio"] >= 0.9
-            result["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+            judge(result, result["with_export"]["pose_fps"], result["baseline"]["pose_fps"], 0.9)
             return result
         finally:
             await db.close()
@@ -274,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="also run the export at normal priority (nice 0, no SCHED_IDLE)")
     args = p.parse_args(argv)
     os.environ.setdefault("GLOG_minloglevel", "2")
-    result = asyncio.run(main_async(args))
+    with viewing(SYSTEM):  # a benchmark acts for the appliance (climbd.visibility)
+        result = asyncio.run(main_async(args))
     print(json.dumps(result, indent=2))
     return 0 if result["pass"] else 1
 

@@ -43,6 +43,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import psutil
+from procs import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the test/bench WHEP client lives in tests/
@@ -275,12 +276,7 @@ def main() -> None:
         try:
             result = asyncio.run(measure(args, daemon, base, counts, Path(tmp) / "state"))
         finally:
-            daemon.terminate()
-            try:
-                daemon.wait(30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-            log.close()
+            stop_process(daemon, log)
     print(json.dumps(result, indent=2))
 
 

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from procs import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 CLIP = REPO.parent / "shared" / "media" / "climb_steepwall_static.mp4"
@@ -335,9 +336,7 @@ def main() -> None:
                 "video": round(rec["video_bytes"] / rec["duration_s"] * 60),
             }
         finally:
-            daemon.terminate()
-            daemon.wait(30)
-            log.close()
+            stop_process(daemon, log)
         shutil.rmtree(state, ignore_errors=True)
     text = json.dumps(result, indent=2)
     print(text)

@@ -1,7 +1,9 @@
 """Screenshots of every page of the web UI at the three sizes, into docs/screens/.
 
 Run through ``scripts/screens`` (it makes the network namespace). Each PNG is reduced to a
-256-colour palette so it stays well under 200 KB. ``--only live,replay`` limits the pages.
+256-colour palette so it stays well under 200 KB. ``--only live,replay`` limits the pages;
+``--out DIR --full-page`` writes whole-page shots (below the fold too) elsewhere, for a
+review, leaving docs/screens/ as it is.
 """
 
 from __future__ import annotations
@@ -71,6 +73,19 @@ async def ready(page, name: str) -> None:
     await page.wait_for_timeout(400)
 
 
+async def fit_page(page) -> None:
+    """Make the viewport as tall as the page's scrolled content (same width), so a shot
+    shows what is below the fold; the app shell scrolls inside ``#page``, which
+    ``full_page`` screenshots alone do not see."""
+    size = page.viewport_size
+    height = await page.evaluate("""() => { const m = document.getElementById('page');
+        return m ? Math.ceil(m.scrollHeight + window.innerHeight - m.clientHeight)
+                 : document.documentElement.scrollHeight; }""")
+    if height > size["height"]:
+        await page.set_viewport_size({"width": size["width"], "height": min(height, 6000)})
+        await page.wait_for_timeout(300)
+
+
 async def unlock_admin(ctx, d) -> None:
     """Set the admin PIN (with an admin code, as the owner does once) and log this context in."""
     page = await ctx.new_page()
@@ -86,20 +101,22 @@ async def unlock_admin(ctx, d) -> None:
     await page.close()
 
 
-def main(only: set[str] | None) -> int:
+def main(only: set[str] | None, out: Path = OUT, full_page: bool = False,
+         extra_config: str = "") -> int:
     """Start the daemon (building the session template runs its own event loop), then shoot."""
-    OUT.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        d = start_ui_daemon(Path(tmp), pose=True)
+        d = start_ui_daemon(Path(tmp), pose=True, extra_config=extra_config)
         try:
-            asyncio.run(shoot(d, only))
+            asyncio.run(shoot(d, only, out, full_page))
         finally:
             d.stop()
     return 0
 
 
-async def shoot(d: Any, only: set[str] | None) -> None:
-    """Every page (or those in ``only``) at every size, written shrunk into docs/screens/."""
+async def shoot(d: Any, only: set[str] | None, out: Path = OUT, full_page: bool = False) -> None:
+    """Every page (or those in ``only``) at every size, written shrunk into ``out``
+    (docs/screens/); ``full_page``: the whole scrolled page, not just the viewport."""
     async with browser() as b:
         storage = admin_storage = None
         for size in SIZES:
@@ -116,11 +133,13 @@ async def shoot(d: Any, only: set[str] | None) -> None:
                 page = await (admin if name in AS_ADMIN else ctx).new_page()
                 await page.goto(d.base + path)
                 await ready(page, name)
-                data = shrink(await page.screenshot())
-                target = OUT / f"{name}-{size}.png"
+                if full_page:  # the shell scrolls inside <main>: grow the window to fit it
+                    await fit_page(page)
+                data = shrink(await page.screenshot(full_page=full_page))
+                target = out / f"{name}-{size}.png"
                 target.write_bytes(data)
-                flag = "" if len(data) < LIMIT else "  TOO BIG"
-                print(f"{target.relative_to(REPO)}  {len(data) // 1024} KB{flag}")
+                flag = "" if len(data) < LIMIT or full_page else "  TOO BIG"
+                print(f"{target}  {len(data) // 1024} KB{flag}")
                 await page.close()
             await ctx.close()
             await admin.close()
@@ -129,5 +148,10 @@ async def shoot(d: Any, only: set[str] | None) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only", help="comma-separated page names: " + ",".join(PAGES))
+    ap.add_argument("--out", type=Path, default=OUT, help="directory (default docs/screens)")
+    ap.add_argument("--full-page", action="store_true", help="the whole page, scrolled")
+    ap.add_argument("--extra-config", default="", help="TOML appended to the daemon's config "
+                    "(e.g. to show the MQTT and archive lines of the settings page)")
     args = ap.parse_args()
-    sys.exit(main(set(args.only.split(",")) if args.only else None))
+    sys.exit(main(set(args.only.split(",")) if args.only else None, args.out.resolve(),
+                  args.full_page, args.extra_config))

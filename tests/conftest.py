@@ -474,10 +474,11 @@ class TimeBudget:
 
 
 def run_in_private_netns(test_file: Path, inner_tests: list[str], tmp_path: Path,
-                         timeout: float = 900) -> dict[str, str]:
+                         timeout: float = 900, inner_timeout: float = 600) -> dict[str, str]:
     """Run ``test_file``'s ``inner`` tests in a fresh network namespace (``unshare -n``:
     only a loopback interface exists) with ``CLIMBD_TEST_NETNS=1``; check that every test
-    named in ``inner_tests`` ran and passed (none failed, errored or skipped).
+    named in ``inner_tests`` ran and passed (none failed, errored or skipped). ``timeout``
+    bounds the whole inner run, ``inner_timeout`` each inner test (pytest-timeout), in s.
 
     Returns: {test id: "passed"} from the inner run's JUnit XML.
     Raises: AssertionError naming the tests that did not pass, with the inner output.
@@ -485,7 +486,7 @@ def run_in_private_netns(test_file: Path, inner_tests: list[str], tmp_path: Path
     junit = tmp_path / "inner.xml"
     cmd = ["unshare", "-n", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
            sys.executable, "-m", "pytest", str(test_file), "-k", "inner", "-q",
-           "-p", "no:cacheprovider", "-o", "addopts=", "--timeout=600",
+           "-p", "no:cacheprovider", "-o", "addopts=", f"--timeout={inner_timeout:g}",
            f"--junitxml={junit}"]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
                        env={**os.environ, "CLIMBD_TEST_NETNS": "1"})

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,25 +177,33 @@ async def wait_js(page: Any, fn: str, timeout: float = 30.0, arg: Any = None) ->
 
 
 @contextlib.asynccontextmanager
-async def chromium(**page_args: Any) -> Any:
-    """A headless Debian Chromium (never a downloaded one) and one page; yields
-    ``(browser, page, errors)`` where ``errors`` collects page errors."""
+async def launch_chromium() -> AsyncIterator[Any]:
+    """A headless Debian Chromium (``/usr/bin/chromium`` with :data:`FLAGS`, never a
+    downloaded one); yields the playwright ``Browser`` and closes it afterwards."""
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
         try:
-            # the web UI runs with the admin token of the daemon under test (the newest
-            # one started), as a browser extra header: it reaches fetch() and WebSockets
-            headers = {"Authorization": f"Bearer {list(ADMIN_TOKENS.values())[-1]}"} if (
-                ADMIN_TOKENS) else {}
-            page = await browser.new_page(**{"viewport": {"width": 1280, "height": 800},
-                                             "extra_http_headers": headers, **page_args})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            yield browser, page, errors
+            yield browser
         finally:
             await browser.close()
+
+
+@contextlib.asynccontextmanager
+async def chromium(**page_args: Any) -> Any:
+    """A headless Debian Chromium (never a downloaded one) and one page; yields
+    ``(browser, page, errors)`` where ``errors`` collects page errors."""
+    async with launch_chromium() as browser:
+        # the web UI runs with the admin token of the daemon under test (the newest
+        # one started), as a browser extra header: it reaches fetch() and WebSockets
+        headers = {"Authorization": f"Bearer {list(ADMIN_TOKENS.values())[-1]}"} if (
+            ADMIN_TOKENS) else {}
+        page = await browser.new_page(**{"viewport": {"width": 1280, "height": 800},
+                                         "extra_http_headers": headers, **page_args})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        yield browser, page, errors
 
 
 def decode_frames(video: Path) -> list[Any]:

@@ -45,18 +45,16 @@ from tests.ui_support import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.timing]  # wall-clock rates and delays
 
-INNER_TESTS = 9
 ADMIN_PIN = "24681357"
 
 
-@pytest.mark.timeout(1800)  # 9 browser tests, two exports, a daemon restart
 @pytest.mark.skipif(IN_NETNS, reason="already inside the namespace")
-@pytest.mark.timeout(1500)  # runs a whole suite (the inner tests have their own)
-def test_app_shell_suite_in_a_private_network_namespace() -> None:
+@pytest.mark.timeout(1800)  # 9 browser tests, two exports, a daemon restart
+def test_app_shell_suite_in_a_private_network_namespace(tmp_path: Path) -> None:
     why = netns_available()
     if why:
         pytest.skip(why)
-    rerun_in_netns(Path(__file__), INNER_TESTS)
+    rerun_in_netns(Path(__file__), tmp_path, timeout=1700)
 
 
 inner = pytest.mark.skipif(not IN_NETNS, reason="runs inside the network namespace only")

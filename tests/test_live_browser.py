@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import re
-import shutil
 import signal
 import struct
 import time
@@ -29,18 +27,12 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, STEEPWALL, DaemonProcess, auth_headers, run_in_private_netns
+from tests import ui_support
+from tests.conftest import REPO, STEEPWALL, DaemonProcess, auth_headers
+from tests.ui_support import IN_NETNS, netns_available, rerun_in_netns
 
 pytestmark = [pytest.mark.browser, pytest.mark.timing]  # wall-clock rates and delays
 
-IN_NETNS = os.environ.get("CLIMBD_TEST_NETNS") == "1"
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--autoplay-policy=no-user-gesture-required",
-]
 CONFIG = """
 [webrtc]
 host_candidates = ["127.0.0.1"]
@@ -58,14 +50,10 @@ TORSO = [11, 12, 23, 24]  # shoulders and hips
 @pytest.mark.skipif(IN_NETNS, reason="already inside the namespace")
 @pytest.mark.timeout(1500)  # runs a whole suite (the inner tests have their own)
 def test_browser_suite_in_a_private_network_namespace(tmp_path: Path) -> None:
-    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
-        pytest.skip("needs root, unshare and ip to make a network namespace")
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed")
-    if not STEEPWALL.exists():
-        pytest.skip("test media missing")
-    inner = [n for n in globals() if n.startswith("test_inner_")]
-    run_in_private_netns(Path(__file__), inner, tmp_path)
+    why = netns_available()
+    if why:
+        pytest.skip(why)
+    rerun_in_netns(Path(__file__), tmp_path, timeout=900, inner_timeout=600)
 
 
 inner = pytest.mark.skipif(not IN_NETNS, reason="runs inside the network namespace only")
@@ -101,28 +89,14 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Daemon]:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with ui_support.browser() as b:
+        yield b
 
 
 async def _wait_js(page: Any, expression: str, timeout: float = 30.0) -> Any:
-    """Poll a JavaScript expression until truthy. (``page.wait_for_function`` compiles its
-    argument with ``new Function``, which the daemon's CSP rightly forbids; ``evaluate``
-    goes through the DevTools protocol, which CSP does not govern.)"""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await page.evaluate(f"() => ({expression})")
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {expression}")
-        await asyncio.sleep(0.1)
+    """Poll a JavaScript expression until truthy (:func:`tests.ui_support.wait_js`: the
+    daemon's CSP forbids ``page.wait_for_function``)."""
+    return await ui_support.wait_js(page, f"() => ({expression})", timeout)
 
 
 CSP_VIOLATIONS: list[str] = []

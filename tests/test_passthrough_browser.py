@@ -10,11 +10,7 @@ displayed at the camera's size and the daemon encodes nothing.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,37 +18,22 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, DaemonProcess, auth_headers
+from tests import ui_support
+from tests.conftest import DaemonProcess, auth_headers
 from tests.rtsp_support import RtspCamera, need_rtsp_server, wait_for
+from tests.ui_support import IN_NETNS, netns_available, rerun_in_netns
 
 pytestmark = pytest.mark.browser
-
-IN_NETNS = os.environ.get("CLIMBD_TEST_NETNS") == "1"
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--autoplay-policy=no-user-gesture-required",
-]
 
 
 @pytest.mark.skipif(IN_NETNS, reason="already inside the namespace")
 @pytest.mark.timeout(1500)  # runs a whole suite (the inner tests have their own)
-def test_passthrough_in_chromium_in_a_private_network_namespace() -> None:
-    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
-        pytest.skip("needs root, unshare and ip to make a network namespace")
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed")
+def test_passthrough_in_chromium_in_a_private_network_namespace(tmp_path: Path) -> None:
+    why = netns_available(media=False)
+    if why:
+        pytest.skip(why)
     need_rtsp_server()
-    cmd = ["unshare", "-n", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-           sys.executable, "-m", "pytest", str(Path(__file__)), "-k", "inner", "-q", "-s",
-           "-p", "no:cacheprovider", "-o", "addopts=", "--timeout=600"]
-    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
-                       env={**os.environ, "CLIMBD_TEST_NETNS": "1"})
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out[-8000:]
-    assert re.search(r"\b3 passed\b", out), out[-3000:]
+    rerun_in_netns(Path(__file__), tmp_path, timeout=900, inner_timeout=600)
 
 
 inner = pytest.mark.skipif(not IN_NETNS, reason="runs inside the network namespace only")
@@ -60,25 +41,12 @@ inner = pytest.mark.skipif(not IN_NETNS, reason="runs inside the network namespa
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        try:
-            yield b
-        finally:
-            await b.close()
+    async with ui_support.browser() as b:
+        yield b
 
 
 async def _wait_js(page: Any, expression: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await page.evaluate(f"() => ({expression})")
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {expression}")
-        await asyncio.sleep(0.1)
+    return await ui_support.wait_js(page, f"() => ({expression})", timeout)
 
 
 async def _until(cond: Any, what: str, timeout: float = 30.0) -> None:

@@ -11,8 +11,10 @@ read: skeleton pixels at those positions, nothing elsewhere.
 from __future__ import annotations
 
 import base64
+import contextlib
 import math
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import http
+from tests.conftest import ADMIN_TOKENS, http
 from tests.replay_support import NAMES, Env, chromium, decode_frames, start_daemon, wait_js
 
 pytestmark = [pytest.mark.browser, pytest.mark.timing]  # wall-clock rates and delays
@@ -304,3 +306,65 @@ async def test_deleted_while_open_and_touch_targets(env: Env) -> None:
         await _open(page, env.base, f"id={sid}")
         assert "does not exist" in (await page.text_content("#message-text") or "")
         assert not errors, errors
+
+
+def _set_pose(state: Path, sid: int, status: str, analysed: int) -> None:
+    """Write a session's pose progress into the catalog the running daemon serves, as the
+    backfill does (``sessions.pose_status``, ``frames_analyzed``; the daemon under test has
+    pose off, so no backfill of its own touches them)."""
+    with contextlib.closing(sqlite3.connect(state / "climbd.db", timeout=30)) as db, db:
+        db.execute("UPDATE sessions SET pose_status = ?, frames_analyzed = ? WHERE id = ?",
+                   (status, analysed, sid))
+
+
+async def test_pose_being_analysed_shows_its_progress_without_moving_anything(
+        env: Env, steep: dict[str, Any]) -> None:
+    sid = steep["id"]
+    _, before = http("GET", f"{env.base}/api/sessions/{sid}")
+    assert before["pose_status"] == "complete" and before["frame_count"] == 377
+    card_badge = f'#list li[data-id="{sid}"] .pose-badge'
+    rects = """(sel) => sel.map((s) => {
+        const r = document.querySelector(s).getBoundingClientRect();
+        return [s, r.x, r.y, r.width, r.height]; })"""
+    try:
+        _set_pose(env.state, sid, "backfilling", 94)  # 94 / 377 frames: 24 %
+        async with chromium() as (browser, page, errors):
+            sessions = await browser.new_page(viewport={"width": 390, "height": 844},
+                                              extra_http_headers=_auth())
+            await sessions.goto(f"{env.base}/ui/sessions.html")
+            await wait_js(sessions, "(s) => document.querySelector(s)", arg=card_badge)
+            assert (await sessions.text_content(card_badge) or "").endswith("24 %")
+            card = [f'#list li[data-id="{sid}"]', f'#list li[data-id="{sid}"] .meta']
+            card_before = await sessions.evaluate(rects, card)
+
+            await _open(page, env.base, f"id={sid}")
+            await _shown(page, 0)
+            assert await page.is_visible("#pose-badge")
+            assert await page.text_content("#pose-badge") == "Analysing pose… 24 %"
+            parts = ["#stage", "#replay-controls", "#timeline", "#play"]
+            page_before = await page.evaluate(rects, parts)
+
+            _set_pose(env.state, sid, "backfilling", 283)  # 75 %
+            await wait_js(page, "() => document.getElementById('pose-badge').textContent"
+                                ".endsWith('75 %')", timeout=10)
+            await wait_js(sessions, "(s) => document.querySelector(s).textContent"
+                                    ".endsWith('75 %')", timeout=10, arg=card_badge)
+            requests = await page.evaluate("() => window.replay.player.poses.stats.requests")
+
+            _set_pose(env.state, sid, "complete", before["frames_analyzed"])
+            await wait_js(page, "() => document.getElementById('pose-badge').hidden", timeout=10)
+            await wait_js(sessions, "(s) => !document.querySelector(s)", timeout=10,
+                          arg=card_badge)
+            # the finished pose is fetched again (the windows seen while analysing were partial)
+            await wait_js(page, "(n) => window.replay.player.poses.stats.requests > n",
+                          timeout=10, arg=requests)
+            assert await page.evaluate(rects, parts) == page_before, "the replay page moved"
+            assert await sessions.evaluate(rects, card) == card_before, "the card moved"
+            assert not errors, errors
+    finally:
+        _set_pose(env.state, sid, "complete", before["frames_analyzed"])
+
+
+def _auth() -> dict[str, str]:
+    """The admin token header the pages of :func:`chromium` carry."""
+    return {"Authorization": f"Bearer {list(ADMIN_TOKENS.values())[-1]}"} if ADMIN_TOKENS else {}

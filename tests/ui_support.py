@@ -3,24 +3,21 @@ the ingested template (real clips) with a live looping camera, a Chromium page p
 wall tablet, and the layout checks every page must pass.
 
 Everything WebRTC runs inside a private network namespace (``unshare -n``, loopback only):
-:func:`rerun_in_netns` re-runs a test file there.
+:func:`rerun_in_netns` re-runs a test file's ``test_inner_*`` tests there.
 """
 
 from __future__ import annotations
 
-import contextlib
+import ast
 import os
-import re
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO, STEEPWALL, DaemonProcess
-from tests.replay_support import CHROMIUM, FLAGS, copy_state
+from tests.conftest import REPO, STEEPWALL, DaemonProcess, run_in_private_netns
+from tests.replay_support import CHROMIUM, copy_state, launch_chromium, wait_js
 
 IN_NETNS = os.environ.get("CLIMBD_TEST_NETNS") == "1"
 SIZES = {"landscape": (1280, 800), "portrait": (800, 1280), "phone": (390, 844)}
@@ -47,29 +44,40 @@ ice_timeout_s = 5.0
 """
 
 
-def netns_available() -> str | None:
-    """None if a private network namespace can be made here, else why not."""
+def netns_available(*, media: bool = True) -> str | None:
+    """None if a private network namespace with Chromium (and, with ``media``, the test
+    clips) can be made here, else why not."""
     if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
         return "needs root, unshare and ip to make a network namespace"
     if not CHROMIUM.exists():
         return "Debian chromium is not installed"
-    if not STEEPWALL.exists():
+    if media and not STEEPWALL.exists():
         return "test media missing"
     return None
 
 
-def rerun_in_netns(test_file: Path, expect_passed: int, timeout: float = 1500) -> str:
-    """Run the ``inner`` tests of ``test_file`` in ``unshare -n``; returns the output and
-    asserts that exactly ``expect_passed`` passed."""
-    cmd = ["unshare", "-n", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-           sys.executable, "-m", "pytest", str(test_file), "-k", "inner", "-q",
-           "-p", "no:cacheprovider", "-o", "addopts=", "--timeout=900"]
-    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                       env={**os.environ, "CLIMBD_TEST_NETNS": "1"})
-    out = r.stdout + r.stderr
-    assert r.returncode == 0, out[-8000:]
-    assert re.search(rf"\b{expect_passed} passed\b", out), out[-3000:]
-    return out
+def inner_tests(test_file: Path) -> list[str]:
+    """The names of the ``test_inner_*`` functions defined in ``test_file`` (read from its
+    syntax tree, so the outer test names exactly what the inner run must pass)."""
+    tree = ast.parse(test_file.read_text(), str(test_file))
+    return [n.name for n in tree.body
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+            and n.name.startswith("test_inner_")]
+
+
+def rerun_in_netns(test_file: Path, tmp_path: Path, *, timeout: float = 1500,
+                   inner_timeout: float = 900) -> dict[str, str]:
+    """Run the ``test_inner_*`` tests of ``test_file`` in a private network namespace
+    (``unshare -n``, loopback only; :func:`tests.conftest.run_in_private_netns`) and check
+    from the inner run's exit code and JUnit report that every one of them passed.
+
+    Returns: {test id: "passed"}. Raises: AssertionError naming what failed, errored, was
+    skipped or did not run, with the inner output. ``timeout``/``inner_timeout`` in s (the
+    whole run / each inner test)."""
+    names = inner_tests(test_file)
+    assert names, f"{test_file.name} defines no test_inner_* tests"
+    return run_in_private_netns(test_file, names, tmp_path, timeout=timeout,
+                                inner_timeout=inner_timeout)
 
 
 class UiDaemon(DaemonProcess):
@@ -103,17 +111,8 @@ def start_ui_daemon(root: Path, *, pose: bool = True, extra_config: str = "") ->
     return d
 
 
-@contextlib.asynccontextmanager
-async def browser() -> AsyncIterator[Any]:
-    """A headless Debian Chromium (never a downloaded one)."""
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
-        try:
-            yield b
-        finally:
-            await b.close()
+#: A headless Debian Chromium (never a downloaded one): ``async with browser() as b``.
+browser = launch_chromium
 
 
 async def paired_context(b: Any, d: UiDaemon, size: str = "landscape", *,
@@ -166,21 +165,6 @@ async def layout_problems(page: Any) -> dict[str, Any]:
     }}""")
 
 
-async def wait_js(page: Any, fn: str, timeout: float = 30.0, arg: Any = None) -> Any:
-    """Poll ``fn`` (JavaScript function source) until truthy (the pages' CSP forbids eval,
-    so ``wait_for_function`` cannot be used)."""
-    import asyncio
-
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await page.evaluate(fn, arg)
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {fn} (last {last!r})")
-
-
 __all__ = ["IN_NETNS", "PAGES", "SIZES", "UiDaemon", "browser", "collect_errors",
-           "layout_problems", "netns_available", "paired_context", "rerun_in_netns",
-           "start_ui_daemon", "wait_js"]
+           "inner_tests", "layout_problems", "netns_available", "paired_context",
+           "rerun_in_netns", "start_ui_daemon", "wait_js"]

@@ -21,9 +21,11 @@ import { initShell } from "./shell.js";
 import { api } from "./api.js";
 import { RecordedPlayer } from "./replay-player.js";
 import { SkeletonOverlay } from "./skeleton.js";
+import { mountTransport } from "./transport.js";
 import { clamp, formatClock, formatDuration } from "./replay-common.js";
 
 const shell = initShell({ page: "compare", title: "Compare attempts" });
+mountTransport();
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 
@@ -236,7 +238,7 @@ function setMode(mode) {
 function setRate(r) {
   state.rate = r;
   for (const side of [state.A, state.B]) side.player.setRate(r);
-  for (const b of document.querySelectorAll("[data-speed]")) {
+  for (const b of document.querySelectorAll(".speeds [data-speed]")) {
     b.setAttribute("aria-pressed", String(Number(b.dataset.speed) === r));
   }
 }
@@ -305,7 +307,7 @@ function wire() {
     const m = master();
     seekOffset(m.times[Number(e.target.value)] - m.start);
   });
-  for (const b of document.querySelectorAll("[data-speed]")) {
+  for (const b of document.querySelectorAll(".speeds [data-speed]")) {
     b.addEventListener("click", () => setRate(Number(b.dataset.speed)));
   }
   $("mode-side").addEventListener("click", () => setMode("side"));

@@ -1,6 +1,7 @@
 // Shared by the sessions and replay pages: formatting and toasts. API calls: ./api.js (re-
 // exported here for the older imports); toasts go to the shell's toast zone (./shell.js).
 
+import { api } from "./api.js";
 import { shell } from "./shell.js";
 
 export { ApiError, api, explain } from "./api.js";
@@ -50,4 +51,47 @@ export function toast(text, kind = "info", action = null) {
 /** Clamp x into [lo, hi]. */
 export function clamp(x, lo, hi) {
   return Math.min(hi, Math.max(lo, x));
+}
+
+/** How often a page asks again about a session whose pose is being filled in, ms. */
+export const POSE_POLL_MS = 2000;
+
+/**
+ * The badge of a session whose pose is still being filled in, or null once it is complete.
+ * pose_status (GET /api/sessions/{id}): "live" while recording (live pose may skip frames),
+ * "backfilling" while the recorded video is analysed for them, "complete" after; a finished
+ * session still "live" is about to be backfilled. Percent = frames_analyzed / frame_count.
+ * @returns {{pct: number, text: string} | null}
+ */
+export function poseProgress(s) {
+  if (!s || s.status === "recording" || !["live", "backfilling"].includes(s.pose_status)) return null;
+  const pct = s.frame_count > 0
+    ? Math.max(0, Math.min(99, Math.floor((100 * (s.frames_analyzed || 0)) / s.frame_count))) : 0;
+  return { pct, text: `Analysing pose… ${pct} %` };
+}
+
+/**
+ * Ask GET /api/sessions/{id} every POSE_POLL_MS while its pose is being filled in (or until
+ * `until(session)` is true); calls `onUpdate(session)` with each answer, the last one too
+ * (or `onGone()` if the session was deleted). Network failures just retry.
+ * @returns {{stop: Function}}
+ */
+export function watchPose(id, onUpdate, { onGone = null, ms = POSE_POLL_MS,
+  until = (s) => !poseProgress(s) } = {}) {
+  let timer = null;
+  let stopped = false;
+  const tick = async () => {
+    try {
+      const s = await api(`/api/sessions/${id}`, { timeout: ms * 2 });
+      if (stopped) return;
+      onUpdate(s);
+      if (until(s)) return;
+    } catch (err) {
+      if (stopped) return;
+      if (err.status === 404) { if (onGone) onGone(); return; }
+    }
+    timer = setTimeout(tick, ms);
+  };
+  timer = setTimeout(tick, ms);
+  return { stop() { stopped = true; clearTimeout(timer); } };
 }

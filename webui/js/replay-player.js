@@ -110,6 +110,12 @@ export class RecordedPlayer extends EventTarget {
     this.video.requestVideoFrameCallback((n, m) => this._onFrame(n, m));
   }
 
+  /** The session's stored pose changed (backfill done): fetch it again and redraw. */
+  reloadPoses() {
+    this.poses.onload = () => this.render();
+    this.poses.reload();
+  }
+
   /** Draw the skeleton of the frame on screen (once its pose window is loaded). */
   render() {
     const s = this.shown;

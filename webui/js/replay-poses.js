@@ -13,6 +13,11 @@
 // share a row and the browser/HTTP cache can reuse them. Only the windows around the playhead
 // are fetched and at most `maxWindows` are kept.
 
+import { api } from "./api.js";
+
+/** How long one pose window request may take before it counts as failed, ms. */
+export const POSE_WINDOW_TIMEOUT_MS = 30000;
+
 export const MAGIC = 0x31535043; // "CPS1" read as little-endian u32
 export const HEADER_BYTES = 16;
 export const LANDMARKS = 33;
@@ -147,19 +152,22 @@ export class PoseWindows {
     return null;
   }
 
-  /** Start loading window k (no-op if loaded, loading or beyond the end). */
-  load(k) {
-    if (k < 0 || this.windows.has(k) || k * this.windowS > this.duration) return;
+  /**
+   * Start loading window k (no-op if loaded, loading or beyond the end; with `force`, load
+   * it again, the old one still answering until the new one arrives).
+   */
+  load(k, force = false) {
+    if (k < 0 || (!force && this.windows.has(k)) || k * this.windowS > this.duration) return;
     const start = k * this.windowS;
     const end = (k + 1) * this.windowS;
     const url = `/api/sessions/${this.sessionId}/poses?start=${start}&end=${end}&format=bin`;
-    const entry = {};
+    const old = this.windows.get(k);
+    const entry = old && old.chunk ? { chunk: old.chunk } : {};
     this.stats.requests++;
-    entry.promise = fetch(url, { credentials: "same-origin" }).then(async (res) => {
-      if (!res.ok) {
-        const body = await res.json().catch(() => ({}));
-        throw new Error(body.message || `poses: HTTP ${res.status}`);
-      }
+    // api.js: same-origin credentials, the tablet's error sentences (ApiError) and the
+    // shell's reachability banner, like every other request of the UI; a window may take a
+    // while on a busy appliance, so it gets longer than api.js's default request timeout
+    entry.promise = api(url, { raw: true, timeout: POSE_WINDOW_TIMEOUT_MS }).then(async (res) => {
       const buf = await res.arrayBuffer();
       const t0 = performance.now();
       entry.chunk = decodeChunk(buf);
@@ -179,6 +187,13 @@ export class PoseWindows {
     while (this.windows.size > this.maxWindows) {
       const oldest = this.windows.keys().next().value;
       this.windows.delete(oldest);
+    }
+  }
+
+  /** Load every kept window again (the session's pose was filled in since they came). */
+  reload() {
+    for (const k of [...this.windows.keys()]) {
+      if (!this.windows.get(k).promise) this.load(k, true);
     }
   }
 

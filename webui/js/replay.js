@@ -13,10 +13,13 @@
 // skeleton, as recorded, slowed, pose CSV/JSON; progress from GET /api/exports/{id}), then a
 // share link shown as a full-screen QR code (the server's /s/{token}/qr.svg).
 
-import { api, clamp, formatClock, formatDate, formatDuration, statusText, toast } from "./replay-common.js";
+import {
+  api, clamp, formatClock, formatDate, formatDuration, poseProgress, statusText, toast, watchPose,
+} from "./replay-common.js";
 import { ExportDialog } from "./export-share.js";
 import { initShell } from "./shell.js";
 import { GhostView } from "./replay-ghost.js";
+import { mountTransport } from "./transport.js";
 import { MAX_RATE, MIN_RATE, RATES, RecordedPlayer } from "./replay-player.js";
 
 const $ = (id) => document.getElementById(id);
@@ -24,6 +27,7 @@ const params = new URLSearchParams(window.location.search);
 const JOG_PX_PER_FRAME = 14;
 const SPEED_KEY = "climbd.replay.speed";
 const shell = initShell({ page: "replay", title: "Replay" });
+mountTransport();
 
 const state = {
   session: null,
@@ -33,6 +37,7 @@ const state = {
   message: null,
   recording: null,
   dragging: false,
+  poseWatch: null, // watchPose() while the session's pose is being filled in
 };
 
 // -- messages -------------------------------------------------------------------------------
@@ -73,7 +78,31 @@ async function main() {
   shell.setTitle(s.name, [s.climber, formatDate(s.created_at), formatDuration(s.duration_s),
     statusText(s)].filter(Boolean).join(" · "));
   $("mode-ghost").disabled = !(s.frames_with_pose > 0);
+  showPoseStatus(s);
+  if (poseProgress(s)) {
+    state.poseWatch = watchPose(s.id, (fresh) => {
+      const wasAnalysing = Boolean(poseProgress(state.session));
+      state.session = { ...state.session, ...fresh };
+      showPoseStatus(fresh);
+      if (wasAnalysing && !poseProgress(fresh)) { // complete: draw the filled-in skeleton
+        $("mode-ghost").disabled = !(fresh.frames_with_pose > 0);
+        if (state.player) state.player.reloadPoses();
+      }
+    });
+  }
   await setMode(params.get("mode") === "ghost" && s.frames_with_pose > 0 ? "ghost" : "replay");
+}
+
+// "Analysing pose… N %" over the picture while the session's pose is filled in (pose_status
+// "live"/"backfilling", GET /api/sessions/{id} asked every 2 s); hidden once complete.
+function showPoseStatus(s) {
+  const p = poseProgress(s);
+  const b = $("pose-badge");
+  b.hidden = !p;
+  if (p) {
+    b.textContent = p.text;
+    b.style.setProperty("--pct", `${p.pct}%`); // the bar behind the text (replay.css)
+  }
 }
 
 async function setMode(mode) {
@@ -182,7 +211,8 @@ function showFrame(index) {
   $("frame-info").textContent = `frame ${index + 1} / ${p.n}`;
   const last = p.overlay.last;
   $("pose-info").textContent = !last || last.frameTs !== index ? ""
-    : last.points.length ? "skeleton from this frame" : (p.waitingPose === index ? "loading skeleton…" : "no skeleton on this frame");
+    : last.points.length ? "skeleton from this frame" : (p.waitingPose === index ? "loading skeleton…"
+      : poseProgress(state.session) ? "skeleton not analysed yet" : "no skeleton on this frame");
   showCompareLink(p.times[index]);
 }
 
@@ -208,7 +238,7 @@ function showPlayState() {
 
 function showSpeed() {
   const rate = state.player ? state.player.video.playbackRate : 1;
-  for (const b of document.querySelectorAll("[data-speed]")) {
+  for (const b of document.querySelectorAll(".speeds [data-speed]")) {
     b.setAttribute("aria-pressed", String(Number(b.dataset.speed) === rate));
   }
 }
@@ -230,7 +260,7 @@ function wireReplayControls() {
   $("step-fwd").addEventListener("click", () => p() && !p().step(1) && toast("Last frame"));
   $("back-1s").addEventListener("click", () => { const n = p() && p().jump(-1); if (n) toast(n); });
   $("fwd-1s").addEventListener("click", () => { const n = p() && p().jump(1); if (n) toast(n); });
-  for (const b of document.querySelectorAll("[data-speed]")) {
+  for (const b of document.querySelectorAll(".speeds [data-speed]")) {
     b.addEventListener("click", () => {
       const err = p() && p().setRate(Number(b.dataset.speed));
       if (err) toast(err, "error");

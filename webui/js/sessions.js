@@ -4,9 +4,15 @@
 // the detail dialog: edit name/climber/description (PATCH), replay, ghost over live, delete
 // after a confirmation (DELETE removes the video and pose data on the appliance; admin only),
 // pin (never deleted automatically) and private (only this screen and the admin see it).
+// A session still recording, or whose pose is still being filled in (pose_status "live" /
+// "backfilling"), is asked about again every 2 s: its card shows "Analysing pose… N %" over
+// the thumbnail (no layout shift) until the pose is complete, and a finished recording's
+// card gets its thumbnail.
 // Actions the caller's role cannot use are not shown (data-needs, see ./shell.js).
 
-import { api, formatDate, formatDuration, statusText, toast } from "./replay-common.js";
+import {
+  api, formatDate, formatDuration, poseProgress, statusText, toast, watchPose,
+} from "./replay-common.js";
 import { initShell } from "./shell.js";
 
 const shell = initShell({ page: "sessions", title: "Sessions" });
@@ -21,6 +27,7 @@ const state = {
   loading: false,
   done: false,
   current: null, // session in the detail dialog
+  watchers: new Map(), // id -> watchPose() of a session still recording or being analysed
   stats: { pages: 0, failures: 0 },
 };
 
@@ -60,6 +67,7 @@ async function loadPage() {
       if (state.items.has(s.id)) continue; // a new session shifted the pages: skip repeats
       state.items.set(s.id, s);
       $("list").appendChild(card(s));
+      watch(s);
     }
     state.done = page.items.length < PAGE_SIZE || state.offset >= page.total;
     ok = true;
@@ -139,6 +147,7 @@ function card(s) {
   );
   const status = statusText(s);
   if (status) meta.appendChild(text("span", "status", status));
+  showPoseBadge(thumb, s);
   button.append(thumb, meta);
   button.addEventListener("click", () => openDetail(s.id));
   li.appendChild(button);
@@ -226,7 +235,55 @@ function replaceCard(s) {
   if (old) old.replaceWith(card(s));
 }
 
+// -- pose still being filled in ---------------------------------------------------------------
+/** The "Analysing pose… N %" badge over a card's thumbnail (removed once complete). */
+function showPoseBadge(thumb, s) {
+  let badge = thumb.querySelector(".pose-badge");
+  const p = poseProgress(s);
+  if (!p) {
+    if (badge) badge.remove();
+    return;
+  }
+  if (!badge) {
+    badge = document.createElement("span");
+    badge.className = "pose-badge";
+    badge.innerHTML = '<span class="long">Analysing pose… </span><span class="short">Pose </span>'
+      + '<span class="pct"></span>';
+    thumb.appendChild(badge);
+  }
+  badge.title = p.text;
+  badge.querySelector(".pct").textContent = `${p.pct} %`;
+  badge.style.setProperty("--pct", `${p.pct}%`);
+}
+
+const stillChanging = (s) => s.status === "recording" || poseProgress(s) !== null;
+
+/** Keep asking about a session still recording or being analysed, updating its card. */
+function watch(s) {
+  if (!stillChanging(s) || state.watchers.has(s.id)) return;
+  state.watchers.set(s.id, watchPose(s.id, (fresh) => {
+    const before = state.items.get(fresh.id);
+    if (!before) return;
+    if (before.status !== fresh.status || before.video_url !== fresh.video_url) {
+      replaceCard(fresh); // recording finished: thumbnail, duration, status
+    } else {
+      state.items.set(fresh.id, fresh);
+      const thumb = document.querySelector(`#list li[data-id="${fresh.id}"] .thumb`);
+      if (thumb) showPoseBadge(thumb, fresh);
+    }
+    if (state.current && state.current.id === fresh.id) showFacts(fresh);
+    if (!stillChanging(fresh)) unwatch(fresh.id);
+  }, { until: (x) => !stillChanging(x), onGone: () => removeCard(s.id) }));
+}
+
+function unwatch(id) {
+  const w = state.watchers.get(id);
+  if (w) w.stop();
+  state.watchers.delete(id);
+}
+
 function removeCard(id) {
+  unwatch(id);
   const old = document.querySelector(`#list li[data-id="${id}"]`);
   if (old) old.remove();
   if (state.items.delete(id)) {
@@ -257,11 +314,7 @@ async function openDetail(id) {
   $("edit-climber").value = s.climber;
   $("edit-description").value = s.description;
   $("detail-error").textContent = "";
-  const facts = [formatDate(s.created_at), formatDuration(s.duration_s),
-    `${s.frame_count} frames`, `${s.frames_with_pose} with a skeleton`,
-    s.width && s.height ? `${s.width}×${s.height}` : "", s.fps ? `${Math.round(s.fps * 100) / 100} fps` : "",
-    statusText(s)].filter(Boolean);
-  $("detail-facts").textContent = facts.join(" · ");
+  showFacts(s);
   showAttemptMetrics(s);
   const img = $("detail-thumb");
   img.hidden = !s.video_url;
@@ -278,6 +331,16 @@ async function openDetail(id) {
   showPrivacy(s);
   window.history.replaceState(null, "", `#id=${s.id}`);
   if (!$("detail").open) $("detail").showModal();
+}
+
+function showFacts(s) {
+  const pose = poseProgress(s);
+  const facts = [formatDate(s.created_at), formatDuration(s.duration_s),
+    `${s.frame_count} frames`, `${s.frames_with_pose} with a skeleton`
+      + (pose ? ` (${pose.text.toLowerCase()})` : ""),
+    s.width && s.height ? `${s.width}×${s.height}` : "", s.fps ? `${Math.round(s.fps * 100) / 100} fps` : "",
+    statusText(s)].filter(Boolean);
+  $("detail-facts").textContent = facts.join(" · ");
 }
 
 function showPin(s) {

@@ -28,9 +28,10 @@ function showWho() {
   $("unlock").textContent = me && !me.admin_configured ? "Set the admin PIN" : "Unlock admin";
 }
 
-function fact(label, value, note = "", bad = false) {
+function fact(label, value, note = "", bad = false, wide = false) {
   const div = document.createElement("div");
-  if (bad) div.className = "bad";
+  div.classList.toggle("bad", Boolean(bad));
+  div.classList.toggle("wide", Boolean(wide)); // a long note (a path, an error): a whole row on phones
   const dt = document.createElement("dt");
   dt.textContent = label;
   const dd = document.createElement("dd");
@@ -54,7 +55,7 @@ function showFacts(sys, health) {
   const disk = sys ? sys.disk || {} : h.storage || {};
   const ret = sys ? sys.retention || h.retention || {} : h.retention || {};
   const items = [
-    fact("Camera", cam.state || "–", cam.source ? String(cam.source) : "", cam.state && cam.state !== "running"),
+    fact("Camera", cam.state || "–", cam.source ? String(cam.source) : "", cam.state && cam.state !== "running", true),
     fact("Camera fps", num(cam.fps)),
     fact("Skeleton fps", num(pose.fps), pose.workers ? `${pose.workers} worker${pose.workers === 1 ? "" : "s"}` : ""),
     fact("Encoder", vid.encoder || "–", typeof vid.encode_ms_mean === "number" ? `${num(vid.encode_ms_mean)} ms a frame` : ""),
@@ -76,13 +77,13 @@ function showFacts(sys, health) {
   if (mq.state && mq.state !== "disabled") {
     items.push(fact("MQTT", mq.state, [mq.broker, mq.queued ? `${mq.queued} queued` : "",
       mq.dropped ? `${mq.dropped} dropped` : "", mq.state !== "connected" ? mq.last_error || "" : ""]
-      .filter(Boolean).join(" · "), mq.state !== "connected"));
+      .filter(Boolean).join(" · "), mq.state !== "connected", true));
   }
   const ar = (sys && sys.archive) || h.archive || {};
   if (ar.state && ar.state !== "disabled") {
     items.push(fact("Archive", ar.state, [ar.bucket, `${ar.pending ?? 0} waiting`,
       `${ar.archived ?? 0} archived`, ar.last_error || ""].filter(Boolean).join(" · "),
-      ar.state === "failing"));
+      ar.state === "failing", true));
   }
   $("facts").replaceChildren(...items);
 }
@@ -125,20 +126,68 @@ async function unpair(d, button) {
   }
 }
 
+const SOURCES = { default: "default", file: "from the settings file", cli: "from the command line" };
+
+/** `a_long.key_name` with break opportunities after "_" and "." (never inside a word). */
+function keyCell(key) {
+  const td = document.createElement("td");
+  td.className = "key";
+  key.split(/(?<=[._])/).forEach((part, i) => {
+    if (i) td.appendChild(document.createElement("wbr"));
+    td.appendChild(document.createTextNode(part));
+  });
+  return td;
+}
+
+/**
+ * The config in force (GET /api/system `config`: [{key, value, source}]), one collapsible
+ * section per top-level table ("capture", "mqtt", ...); a section holding a value from the
+ * file or the command line is open, and such rows are marked.
+ */
 function showConfig(rows) {
-  const body = $("config").querySelector("tbody");
-  body.replaceChildren(...(rows || []).map((r) => {
-    const tr = document.createElement("tr");
-    tr.className = `src-${r.source}`;
-    const k = document.createElement("td");
-    k.textContent = r.key;
-    const small = document.createElement("small");
-    small.textContent = { default: "default", file: "from the settings file", cli: "from the command line" }[r.source] || r.source;
-    k.appendChild(small);
-    const v = document.createElement("td");
-    v.textContent = typeof r.value === "string" ? r.value : JSON.stringify(r.value);
-    tr.append(k, v);
-    return tr;
+  const groups = new Map();
+  for (const r of rows || []) {
+    const dot = r.key.indexOf(".");
+    const section = dot > 0 ? r.key.slice(0, dot) : r.key;
+    if (!groups.has(section)) groups.set(section, []);
+    groups.get(section).push({ ...r, name: dot > 0 ? r.key.slice(dot + 1) : r.key });
+  }
+  const openBefore = new Set([...document.querySelectorAll("#config details[open]")]
+    .map((d) => d.dataset.section));
+  $("config").replaceChildren(...[...groups].map(([section, items]) => {
+    const set = items.filter((r) => r.source !== "default").length;
+    const details = document.createElement("details");
+    details.className = "cfg";
+    details.dataset.section = section;
+    details.open = set > 0 || openBefore.has(section);
+    const summary = document.createElement("summary");
+    const name = document.createElement("span");
+    name.className = "cfg-name";
+    name.textContent = section;
+    const note = document.createElement("small");
+    note.textContent = `${items.length} setting${items.length === 1 ? "" : "s"}`
+      + (set ? ` · ${set} not default` : "");
+    summary.append(name, note);
+    const table = document.createElement("table");
+    const body = document.createElement("tbody");
+    body.append(...items.map((r) => {
+      const tr = document.createElement("tr");
+      tr.className = `src-${r.source}`;
+      tr.title = r.key;
+      const k = keyCell(r.name);
+      const small = document.createElement("small");
+      small.textContent = SOURCES[r.source] || r.source;
+      k.appendChild(small);
+      const v = document.createElement("td");
+      const value = typeof r.value === "string" ? r.value : JSON.stringify(r.value);
+      v.textContent = value === "" ? "(empty)" : value;
+      if (value === "") v.className = "muted";
+      tr.append(k, v);
+      return tr;
+    }));
+    table.appendChild(body);
+    details.append(summary, table);
+    return details;
   }));
 }
 

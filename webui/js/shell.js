@@ -52,6 +52,33 @@ export const NAV = [
   { page: "settings", label: "Settings", href: "/ui/settings.html" },
 ];
 
+/**
+ * What every page's <head> holds besides its charset, viewport, title, stylesheets and
+ * module (those stay in the HTML: they must be there before the first paint). The shell
+ * adds these once, so the pages do not each repeat them: the web-app manifest and icons
+ * (installing to the home screen), the browser chrome's colour and the full-screen web-app
+ * hints. Tags a page already has (same name/rel) are kept.
+ */
+export const HEAD = [
+  ["meta", { name: "theme-color", content: "#101418" }],
+  ["meta", { name: "mobile-web-app-capable", content: "yes" }],
+  ["meta", { name: "apple-mobile-web-app-capable", content: "yes" }],
+  ["meta", { name: "apple-mobile-web-app-status-bar-style", content: "black-translucent" }],
+  ["link", { rel: "manifest", href: "/ui/manifest.json" }],
+  ["link", { rel: "icon", href: "/ui/icons/icon.svg", type: "image/svg+xml" }],
+  ["link", { rel: "apple-touch-icon", href: "/ui/icons/icon-192.png" }],
+  ["link", { rel: "stylesheet", href: "/ui/shell.css" }],
+];
+
+/** Add the shared head tags (HEAD) the page does not have yet. */
+export function addHead(head = document.head) {
+  for (const [tag, attrs] of HEAD) {
+    const key = tag === "meta" ? `meta[name="${attrs.name}"]`
+      : attrs.rel === "stylesheet" ? `link[href="${attrs.href}"]` : `link[rel="${attrs.rel}"]`;
+    if (!head.querySelector(key)) head.appendChild(el(tag, attrs));
+  }
+}
+
 function icon(name) {
   return `<svg viewBox="0 0 24 24" aria-hidden="true" class="shell-icon">${ICONS[name]}</svg>`;
 }
@@ -138,9 +165,7 @@ class Shell extends EventTarget {
     this._kioskFromUrl();
     const body = document.body;
     body.classList.add("shell");
-    if (!document.querySelector('link[href="/ui/shell.css"]')) {
-      document.head.appendChild(el("link", { rel: "stylesheet", href: "/ui/shell.css" }));
-    }
+    addHead();
     const nav = el("nav", { class: "shell-nav", "aria-label": "Pages" });
     const current = page === "replay" ? "sessions" : page;
     for (const item of NAV) {
