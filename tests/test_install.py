@@ -254,7 +254,7 @@ EMULATED_CPUS: dict[str, dict[str, str]] = {
 def emulated_wanted(default: bool = False) -> bool:
     """Run an emulated (arm64 on x86) install test? ``CLIMBD_TEST_EMULATED=1`` runs them all,
     ``CLIMBD_TEST_EMULATED=0`` none; unset, ``default``: True for the bookworm arm64 proof
-    (~20 min here, inside CI's budget), False for the trixie arm64 one (its cold root build
+    (6-17 min here, 10 min with a cold cache), False for the trixie arm64 one (its cold root build
     alone has taken 30 min here)."""
     value = os.environ.get("CLIMBD_TEST_EMULATED", "")
     return default if value == "" else value == "1"

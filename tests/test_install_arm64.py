@@ -19,9 +19,10 @@ The emulated CPU is a Cortex-A72 (Raspberry Pi 4: ARMv8.0, the oldest board clim
 targets; ``CLIMBD_TEST_EMULATED_CPU=cortex-a76`` for a Pi 5), with that core's
 /proc/cpuinfo bind-mounted in the root (see ``tests.test_install._chroot``).
 
-Runs by default (about 20 minutes here with a cold cache, see docs/DEVICES.md; scripts/setup
-installs qemu-user-static and binfmt-support); ``CLIMBD_TEST_EMULATED=0`` skips it. Skipped,
-with the reason printed, where binfmt_misc cannot be mounted or qemu-user-static is missing.
+Runs by default: 10 min here with a cold cache, 17 min on a busy machine (docs/DEVICES.md;
+scripts/setup installs qemu-user-static and binfmt-support); ``CLIMBD_TEST_EMULATED=0``
+skips it. Skipped, with the reason printed, where binfmt_misc cannot be mounted or
+qemu-user-static is missing.
 
     uv run --frozen pytest tests/test_install_arm64.py -v -s
 """
