@@ -253,9 +253,8 @@ EMULATED_CPUS: dict[str, dict[str, str]] = {
 
 def emulated_wanted(default: bool = False) -> bool:
     """Run an emulated (arm64 on x86) install test? ``CLIMBD_TEST_EMULATED=1`` runs them all,
-    ``CLIMBD_TEST_EMULATED=0`` none; unset, ``default``: True for the bookworm arm64 proof
-    (6-17 min here, 10 min with a cold cache), False for the trixie arm64 one (its cold root build
-    alone has taken 30 min here)."""
+    ``CLIMBD_TEST_EMULATED=0`` none; unset, ``default`` (True for the bookworm and trixie
+    arm64 tests: 10 and 12 min here with an empty cache, see docs/DEVICES.md)."""
     value = os.environ.get("CLIMBD_TEST_EMULATED", "")
     return default if value == "" else value == "1"
 

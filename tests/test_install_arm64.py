@@ -83,7 +83,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         why = "CLIMBD_TEST_EMULATED=0"
     if why:
         print(f"arm64 bookworm install test skipped: {why}")
-        pytest.skip(f"arm64 binaries cannot run here: {why}")
+        pytest.skip(f"arm64 bookworm install test skipped: {why}")
     t0 = time.monotonic()
     with _overlay_root(tmp_path_factory.mktemp("bookworm-arm64"), "bookworm", ARCH) as root:
         TIMES["root_s"] = time.monotonic() - t0
