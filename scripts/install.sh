@@ -49,6 +49,7 @@ PYTHON=/usr/bin/python3
 ENABLE=1
 START=auto
 KEEP_RELEASES=2
+COMPILE=1
 EXTRAS=(systemd gpio)
 
 SERVICE_USER=climbd
@@ -69,6 +70,8 @@ Usage: $PROG [options]
   --no-enable         do not enable the service
   --no-start          do not (re)start the service (only relevant without --root)
   --keep N            releases kept in $PREFIX/releases (default: $KEEP_RELEASES)
+  --no-compile        do not byte-compile the venv (pip --no-compile): a faster install, a
+                      slower first start; for throwaway roots such as the emulated arm64 tests
   -h, --help          this text
 EOF
 }
@@ -88,6 +91,7 @@ while [ $# -gt 0 ]; do
         --no-enable) ENABLE=0; shift ;;
         --no-start) START=0; shift ;;
         --keep) KEEP_RELEASES=${2:?}; shift 2 ;;
+        --no-compile) COMPILE=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "$PROG: unknown option: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -170,6 +174,17 @@ if [ "$NEED_BUNDLE" = 1 ]; then
     if gl_missing; then
         die "mediapipe 1.x needs libEGL.so.1 and libGLESv2.so.2 in $ROOT" \
             "(apt-get install libegl1 libgles2 there)"
+    fi
+    # mediapipe 1.x's aarch64 build uses ARMv8.1 atomics (LSE) and aborts on a CPU without
+    # them ("compiled with lse enabled, but this feature is not available"): a Cortex-A72
+    # (Raspberry Pi 4) cannot run it. Checked where the CPU seen from the root is an arm64
+    # one (the target itself; not an image build on another architecture).
+    cpuinfo=$(in_root cat /proc/cpuinfo 2>/dev/null || true)
+    if [ "$(in_root uname -m)" = aarch64 ] && grep -q '^CPU architecture' <<<"$cpuinfo" \
+            && ! grep -q '^Features.*\batomics\b' <<<"$cpuinfo"; then
+        die "this CPU has no ARMv8.1 atomics (LSE; e.g. the Cortex-A72 of a Raspberry Pi 4):" \
+            "mediapipe 1.x for Python $PYVER cannot run on it. Use an OS with Python 3.11" \
+            "(Raspberry Pi OS / Debian bookworm), where climbd uses mediapipe 0.10.18"
     fi
 fi
 
@@ -264,6 +279,8 @@ mkdir -p "$(R "$PREFIX/releases")"
 in_root "$PYTHON" -m venv "$RELEASE"
 PIP=("${pip_env[@]}" "$RELEASE/bin/python" -m pip --disable-pip-version-check --no-cache-dir
      --no-input)
+pip_compile=()
+[ "$COMPILE" = 1 ] || pip_compile=(--no-compile)
 if [ -n "$WHEELHOUSE" ] && [ -n "$(find "$WHEELHOUSE" -maxdepth 1 -name '*.tar.gz' -print -quit)" ]; then
     # sdists are built without isolation (offline): setuptools and wheel must be present.
     in_root "${PIP[@]}" install --quiet --no-index --find-links "$STAGE_IN/wheelhouse" \
@@ -271,13 +288,13 @@ if [ -n "$WHEELHOUSE" ] && [ -n "$(find "$WHEELHOUSE" -maxdepth 1 -name '*.tar.g
 fi
 # --no-deps: the requirements are the complete, resolved lock (with uv's dependency
 # overrides, which pip would otherwise try to undo). --require-hashes: only the locked files.
-in_root "${PIP[@]}" install --quiet --no-deps --require-hashes \
+in_root "${PIP[@]}" install --quiet --no-deps --require-hashes "${pip_compile[@]}" \
     "${pip_src[@]}" --requirement "$STAGE_IN/requirements.txt" \
     || die "installing the locked requirements failed"
-in_root "${PIP[@]}" install --quiet --no-deps --no-index \
+in_root "${PIP[@]}" install --quiet --no-deps --no-index "${pip_compile[@]}" \
     "$STAGE_IN/$(basename "$WHEEL")" || die "installing $(basename "$WHEEL") failed"
 if [ -n "$MODEL_WHEEL" ]; then
-    in_root "${PIP[@]}" install --quiet --no-deps --no-index \
+    in_root "${PIP[@]}" install --quiet --no-deps --no-index "${pip_compile[@]}" \
         "$STAGE_IN/$(basename "$MODEL_WHEEL")" || die "installing $(basename "$MODEL_WHEEL") failed"
 fi
 in_root "$RELEASE/bin/climbd" --version >/dev/null || die "the new climbd does not start"

@@ -227,9 +227,72 @@ def installed(root: Path, artefacts: list[str]) -> Path:
     return root
 
 
-def _chroot(root: Path, *cmd: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    # /proc is needed by Python in the root (install.sh unmounted its own), /sys by
-    # mediapipe 1.x (tcmalloc counts CPUs from /sys/devices/system/cpu), as on a booted system.
+#: ELF e_machine -> Debian architecture (of a root's /usr/bin/dpkg, read without running it)
+ELF_MACHINES = {0x3E: "amd64", 0xB7: "arm64"}
+
+
+def root_arch(root: Path) -> str:
+    """The Debian architecture of the root file system ``root`` (from its dpkg's ELF header)."""
+    head = (root / "usr/bin/dpkg").read_bytes()[:20]
+    return ELF_MACHINES.get(int.from_bytes(head[18:20], "little"), "unknown")
+
+
+#: The CPUs an emulated arm64 root can run as: qemu's CPU model and what the Linux kernel
+#: shows for that core in /proc/cpuinfo (MIDR fields and the Features line as on the board:
+#: Raspberry Pi 5 = BCM2712, 4x Cortex-A76; Raspberry Pi 4 = BCM2711, 4x Cortex-A72, no
+#: crypto extensions; Arm's MIDR part numbers 0xd0b and 0xd08).
+EMULATED_CPUS: dict[str, dict[str, str]] = {
+    "cortex-a76": {"board": "Raspberry Pi 5", "variant": "0x4", "part": "0xd0b",
+                   "revision": "1",
+                   "features": "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp "
+                               "asimdhp cpuid asimdrdm lrcpc dcpop asimddp"},
+    "cortex-a72": {"board": "Raspberry Pi 4", "variant": "0x0", "part": "0xd08",
+                   "revision": "3", "features": "fp asimd evtstrm crc32 cpuid"},
+}
+
+
+def emulated_wanted(default: bool = False) -> bool:
+    """Run an emulated (arm64 on x86) install test? ``CLIMBD_TEST_EMULATED=1`` runs them all,
+    ``CLIMBD_TEST_EMULATED=0`` none; unset, ``default``: True for the bookworm arm64 proof
+    (6-17 min here, 10 min with a cold cache), False for the trixie arm64 one (its cold root build
+    alone has taken 30 min here)."""
+    value = os.environ.get("CLIMBD_TEST_EMULATED", "")
+    return default if value == "" else value == "1"
+
+
+def emulated_cpu(default: str = "cortex-a76") -> str:
+    """The qemu CPU model an emulated arm64 root runs as: ``CLIMBD_TEST_EMULATED_CPU``
+    (a key of :data:`EMULATED_CPUS`), else ``default``."""
+    cpu = os.environ.get("CLIMBD_TEST_EMULATED_CPU", default)
+    if cpu not in EMULATED_CPUS:
+        raise ValueError(f"CLIMBD_TEST_EMULATED_CPU={cpu!r}: one of {sorted(EMULATED_CPUS)}")
+    return cpu
+
+
+def cpuinfo_text(cpu: str, count: int | None = None) -> str:
+    """/proc/cpuinfo of an arm64 Linux kernel on ``count`` (default: this machine's) cores
+    of ``cpu`` (see :data:`EMULATED_CPUS`)."""
+    c = EMULATED_CPUS[cpu]
+    return "".join(
+        f"processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: {c['features']}\n"
+        f"CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: {c['variant']}\n"
+        f"CPU part\t: {c['part']}\nCPU revision\t: {c['revision']}\n\n"
+        for i in range(count or os.cpu_count() or 1))
+
+
+def _chroot(root: Path, *cmd: str, timeout: float = 300,
+            cpu: str = "cortex-a76") -> subprocess.CompletedProcess[str]:
+    """``chroot root cmd`` with /proc and /sys mounted, as on a booted system: Python in the
+    root needs /proc (install.sh unmounted its own), mediapipe 1.x /sys (tcmalloc counts
+    CPUs from /sys/devices/system/cpu).
+
+    A root of another architecture runs through qemu-user as ``emulated_cpu(cpu)``
+    (``QEMU_CPU``; mediapipe 1.x's aarch64 build needs ARMv8.1 atomics, so a Cortex-A72
+    cannot run it) with that CPU's /proc/cpuinfo bind-mounted over the host's: qemu-user 7.2
+    (Debian bookworm's) passes the x86 host's /proc/cpuinfo through, which the cpuinfo
+    library inside XNNPACK cannot parse on arm64, and mediapipe 1.x's LiteRT then dies with
+    SIGSEGV creating its XNNPACK delegate (qemu 8.2 and later emulate the file themselves).
+    On a real board the kernel provides that file; this stands in for it."""
     proc, sys_ = root / "proc", root / "sys"
     mounted = []
     if not (proc / "self").exists() and _run(
@@ -238,10 +301,20 @@ def _chroot(root: Path, *cmd: str, timeout: float = 300) -> subprocess.Completed
     if sys_.is_dir() and not (sys_ / "devices").exists() and _run(
             ["mount", "-t", "sysfs", "-o", "ro", "sysfs", str(sys_)], 30).returncode == 0:
         mounted.append(sys_)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "GLOG_minloglevel": "2", "HOME": "/root"}
+    arch = root_arch(root)
+    if arch == "arm64" and arch != host_arch():
+        cpu = emulated_cpu(cpu)
+        env["QEMU_CPU"] = cpu
+        fake = root / "run/climbd-test-cpuinfo"
+        fake.parent.mkdir(parents=True, exist_ok=True)
+        fake.write_text(cpuinfo_text(cpu))
+        cpuinfo = proc / "cpuinfo"
+        r = _run(["mount", "--bind", str(fake), str(cpuinfo)], 30)
+        assert r.returncode == 0, f"cannot bind {fake} over {cpuinfo}: {r.stderr}"
+        mounted.append(cpuinfo)
     try:
-        return _run(["chroot", str(root), *cmd], timeout,
-                    env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "GLOG_minloglevel": "2",
-                         "HOME": "/root"})
+        return _run(["chroot", str(root), *cmd], timeout, env=env)
     finally:
         for m in reversed(mounted):
             _run(["umount", str(m)], 30)

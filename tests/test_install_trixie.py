@@ -1,12 +1,15 @@
 """scripts/install.sh into a throwaway Debian 13 "trixie" root (Python 3.13), then pose in it.
 
-Two roots: amd64 (this machine's architecture) and arm64 (Raspberry Pi / Jetson), the latter
-run through qemu-user-static via binfmt_misc and skipped, with the reason, where that
-emulation is not available. The emulated install takes about half an hour here (pip and
-bytecode compilation under qemu-user), so it runs only with ``CLIMBD_TEST_EMULATED=1``
-(in CI and on a developer's machine alike: `scripts/test` must stay inside CI's budget).
-Known state: under Debian's qemu-user 7.2 the emulated install and check-config pass, and
-`climbd ingest` then dies with SIGSEGV inside mediapipe 1.2.3 (see the issue notes).
+Two roots: amd64 (this machine's architecture) and arm64 (Raspberry Pi 5 / Jetson Orin), the
+latter run through qemu-user-static via binfmt_misc as a Cortex-A76 with that core's
+/proc/cpuinfo (``tests.test_install._chroot``: under qemu-user 7.2 the host's x86 file made
+mediapipe 1.2.3 die with SIGSEGV creating its XNNPACK delegate), and skipped, with the
+reason, where that emulation is not available. The emulated run takes about 21 minutes here
+with the root cached (install.sh ``--no-compile`` 15 min, ingest 4 min) and its cold root
+build took 30 min, so it runs only with ``CLIMBD_TEST_EMULATED=1``. mediapipe 1.x's aarch64
+build needs ARMv8.1 atomics: install.sh refuses it on a Raspberry Pi 4's Cortex-A72, which
+``test_install_refuses_an_arm64_cpu_without_lse`` checks (bookworm on arm64 is proven by
+tests/test_install_arm64.py).
 
 Debian 13 and today's Raspberry Pi OS have only CPython 3.13, for which mediapipe 0.10.18
 (and so ``mp.solutions.pose``) has no wheel: there the lock installs mediapipe 1.x and the
@@ -43,6 +46,8 @@ from tests.test_install import (
     _overlay_root,
     _run,
     _wheelhouse,
+    cpuinfo_text,
+    emulated_wanted,
     emulation_unavailable,
     host_arch,
 )
@@ -52,11 +57,6 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(5400)]
 #: Debian architecture -> uname machine (the wheelhouse's --arch)
 MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}
 
-
-def _emulated_wanted() -> bool:
-    """Run the emulated (arm64 on x86) install? Only with ``CLIMBD_TEST_EMULATED=1``: its
-    half hour or more does not fit beside the rest of the suite."""
-    return os.environ.get("CLIMBD_TEST_EMULATED") == "1"
 
 MEDIAN_PX = 3.0
 MEAN_AFTER_ACQUISITION_PX = 4.0
@@ -70,9 +70,10 @@ def installed(request: pytest.FixtureRequest,
     """A fresh trixie root with climbd installed by install.sh from a CPython 3.13 wheelhouse."""
     arch: str = request.param
     why = emulation_unavailable(arch)
-    if not why and arch != host_arch() and not _emulated_wanted():
-        why = ("an emulated install takes ~30-40 min here (pip under qemu-user), too long "
-               "for the suite's budget: set CLIMBD_TEST_EMULATED=1 to run it")
+    if not why and arch != host_arch() and not emulated_wanted():
+        why = ("the emulated trixie install takes ~21 min here with a cached root and ~30 "
+               "min more to build the root, too long for the suite's budget: set "
+               "CLIMBD_TEST_EMULATED=1 to run it")
     if why:
         print(f"trixie {arch} install test skipped: {why}")
         pytest.skip(f"{arch} binaries cannot run here: {why}")
@@ -91,8 +92,10 @@ def installed(request: pytest.FixtureRequest,
         assert r.returncode == 0, r.stderr
         wheel = next(dist.glob("climbd-*.whl"))
         t2 = time.monotonic()
+        # Under emulation, byte-compiling the venv is most of pip's time: skip it there.
+        no_compile = ["--no-compile"] if arch != host_arch() else []
         r = _run(["bash", str(INSTALL), "--root", str(root), "--wheelhouse", str(wheelhouse),
-                  "--wheel", str(wheel)], 3000)
+                  "--wheel", str(wheel), *no_compile], 3600)
         times["install_s"] = time.monotonic() - t2
         print(r.stdout[-3000:], r.stderr[-3000:], sep="\n")
         assert r.returncode == 0, f"install.sh failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
@@ -161,6 +164,43 @@ def test_ingest_inside_trixie_matches_the_solutions_backend(installed: Path, med
           + json.dumps({k: round(v, 1) for k, v in TIMES[arch].items()}))
     assert np.median(d) <= MEDIAN_PX
     assert late.mean() <= MEAN_AFTER_ACQUISITION_PX
+
+
+@pytest.mark.parametrize("cpu", ["cortex-a72", "cortex-a76"])
+def test_install_refuses_an_arm64_cpu_without_lse(
+        cpu: str, tmp_path: Path) -> None:
+    """mediapipe 1.x's aarch64 build aborts on a CPU without ARMv8.1 atomics (a Raspberry
+    Pi 4's Cortex-A72): install.sh says so before installing anything. The root sees that
+    board's /proc/cpuinfo (as on the board); a Cortex-A76 (Pi 5) passes the check and fails
+    later on purpose (no wheel), which keeps this test to seconds."""
+    why = emulation_unavailable("arm64")
+    if not why and host_arch() != "arm64" and not emulated_wanted():
+        why = "needs the emulated trixie arm64 root: set CLIMBD_TEST_EMULATED=1"
+    if why:
+        print(f"trixie arm64 LSE check skipped: {why}")
+        pytest.skip(why)
+    with _overlay_root(tmp_path / "root", "trixie", "arm64") as root:
+        fake = tmp_path / "cpuinfo"
+        fake.write_text(cpuinfo_text(cpu))
+        assert _run(["mount", "-t", "proc", "proc", str(root / "proc")], 30).returncode == 0
+        try:
+            assert _run(["mount", "--bind", str(fake), str(root / "proc/cpuinfo")],
+                        30).returncode == 0
+            try:
+                r = _run(["bash", str(INSTALL), "--root", str(root),
+                          "--wheel", str(tmp_path / "no-such-climbd.whl"),
+                          "--requirements", str(tmp_path / "none.txt")],
+                         600, env={**os.environ, "QEMU_CPU": cpu})
+            finally:
+                _run(["umount", str(root / "proc/cpuinfo")], 30)
+        finally:
+            _run(["umount", str(root / "proc")], 30)
+    assert r.returncode == 1, r.stdout + r.stderr
+    if cpu == "cortex-a72":
+        assert "no ARMv8.1 atomics" in r.stderr and "bookworm" in r.stderr, r.stderr
+        assert "creating system user" not in r.stdout, "it went on installing"
+    else:
+        assert "atomics" not in r.stderr and "no climbd wheel" in r.stderr, r.stderr
 
 
 if __name__ == "__main__":  # pragma: no cover
