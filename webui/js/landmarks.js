@@ -12,13 +12,12 @@ export const FLAG_RTP = 2;
 export const HEADER_BYTES = 16;
 export const POINT_BYTES = 8;
 
-/** Decode one binary pose message; returns null if it is not a valid v1 pose. */
-export function decodePose(buffer, scale = 10000) {
-  const view = new DataView(buffer);
-  if (buffer.byteLength < HEADER_BYTES || view.getUint8(0) !== KIND_POSE) return null;
-  const flags = view.getUint8(1);
-  const count = view.getUint16(2, true);
-  if (buffer.byteLength !== HEADER_BYTES + count * POINT_BYTES) return null;
+/**
+ * The `count` landmarks after the 16-byte header of a pose or ghost message (same point
+ * layout: i16 x, y, z scaled by `scale`, u8 visibility 0..254 or 255 = 1, u8 pad) as
+ * Float32Array [x, y, z, visibility] * count.
+ */
+export function decodePoints(view, count, scale = 10000) {
   const points = new Float32Array(count * 4); // x, y, z, visibility
   for (let i = 0; i < count; i++) {
     const o = HEADER_BYTES + i * POINT_BYTES;
@@ -28,6 +27,17 @@ export function decodePose(buffer, scale = 10000) {
     points[i * 4 + 2] = view.getInt16(o + 4, true) / scale;
     points[i * 4 + 3] = vis === 255 ? 1 : vis / 254;
   }
+  return points;
+}
+
+/** Decode one binary pose message; returns null if it is not a valid v1 pose. */
+export function decodePose(buffer, scale = 10000) {
+  const view = new DataView(buffer);
+  if (buffer.byteLength < HEADER_BYTES || view.getUint8(0) !== KIND_POSE) return null;
+  const flags = view.getUint8(1);
+  const count = view.getUint16(2, true);
+  if (buffer.byteLength !== HEADER_BYTES + count * POINT_BYTES) return null;
+  const points = decodePoints(view, count, scale);
   return {
     detected: (flags & FLAG_DETECTED) !== 0,
     rtp: (flags & FLAG_RTP) !== 0,

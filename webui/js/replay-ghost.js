@@ -10,7 +10,7 @@
 // channel is lossy (partially reliable), so a control is re-sent until a ghost_state with
 // its seq (or a later one) comes back; the server ignores a seq it has already applied.
 
-import { PoseBuffer, decodePose } from "./landmarks.js";
+import { PoseBuffer, decodePoints, decodePose } from "./landmarks.js";
 import { SkeletonOverlay } from "./skeleton.js";
 import { WhepPlayer } from "./whep.js";
 
@@ -31,15 +31,7 @@ export function decodeGhost(buffer, scale = 10000) {
   const flags = view.getUint8(1);
   const count = view.getUint16(2, true);
   if (buffer.byteLength !== HEADER_BYTES + count * 8) return null;
-  const points = new Float32Array(count * 4);
-  for (let i = 0; i < count; i++) {
-    const o = HEADER_BYTES + i * 8;
-    const vis = view.getUint8(o + 6);
-    points[i * 4] = view.getInt16(o, true) / scale;
-    points[i * 4 + 1] = view.getInt16(o + 2, true) / scale;
-    points[i * 4 + 2] = view.getInt16(o + 4, true) / scale;
-    points[i * 4 + 3] = vis === 255 ? 1 : vis / 254;
-  }
+  const points = decodePoints(view, count, scale); // the pose message's point layout
   return {
     detected: (flags & FLAG_DETECTED) !== 0 && count > 0,
     rtp: (flags & FLAG_RTP) !== 0,

@@ -25,6 +25,9 @@ import { clamp } from "./replay-common.js";
 export const MIN_RATE = 0.1;
 export const MAX_RATE = 2;
 export const RATES = [0.1, 0.25, 0.5, 1, 2];
+/** After a paused seek, how long to wait for its video-frame callback before reading the
+ * frame from currentTime instead, ms (a callback normally comes within a display frame). */
+export const SEEKED_FALLBACK_MS = 250;
 
 export class RecordedPlayer extends EventTarget {
   /**
@@ -51,9 +54,11 @@ export class RecordedPlayer extends EventTarget {
     this.waitingPose = null;
     this.direction = 1;
     this.seek = null; // {index, start} of the last seek, until its frame is drawn
+    this._seekedTimer = null;
     this.stats = {
       frames: 0, seeks: [], lastSeek: null, drawn: 0, noPose: 0,
       frameLog: [], // [performance.now(), index] of presented frames (last 2000)
+      seekedFallbacks: 0, // seeks whose frame was taken from currentTime (see _onSeeked)
     };
     video.addEventListener("seeked", () => this._onSeeked());
     video.addEventListener("play", () => this._state());
@@ -92,6 +97,13 @@ export class RecordedPlayer extends EventTarget {
   }
 
   _onFrame(now, md) {
+    this.video.requestVideoFrameCallback((n, m) => this._onFrame(n, m)); // first: never a broken chain
+    this._presented(now, md);
+  }
+
+  /** Frame `md.mediaTime` is on screen (from a video-frame callback or the seeked fallback). */
+  _presented(now, md) {
+    clearTimeout(this._seekedTimer);
     const index = this.indexAt(md.mediaTime);
     const prev = this.shown ? this.shown.index : index;
     if (index !== prev) this.direction = index > prev ? 1 : -1;
@@ -107,7 +119,6 @@ export class RecordedPlayer extends EventTarget {
     if (this.playing) this.target = null;
     this.render();
     this._emit("frame", { index, time: this.times[index] });
-    this.video.requestVideoFrameCallback((n, m) => this._onFrame(n, m));
   }
 
   /** The session's stored pose changed (backfill done): fetch it again and redraw. */
@@ -160,6 +171,19 @@ export class RecordedPlayer extends EventTarget {
   }
 
   _onSeeked() {
+    // Chromium now and then finishes a paused seek without a video-frame callback for its
+    // frame (seen in headless runs: the page then never learns which frame it shows, and
+    // the skeleton and counter stay on the old one). When none came SEEKED_FALLBACK_MS
+    // after "seeked", the frame is the one at currentTime (a seek lands on midTime(i)).
+    clearTimeout(this._seekedTimer);
+    if (this.queued === null && this.video.paused) {
+      this._seekedTimer = setTimeout(() => {
+        if (!this.video.paused || this.video.seeking) return;
+        this.stats.seekedFallbacks++;
+        this._presented(performance.now(), { mediaTime: this.video.currentTime,
+          width: this.video.videoWidth, height: this.video.videoHeight });
+      }, SEEKED_FALLBACK_MS);
+    }
     if (this.queued === null) return;
     const q = this.queued;
     this.queued = null;
