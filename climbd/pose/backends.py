@@ -144,6 +144,42 @@ class SolutionsBackend:
         self._pose.close()
 
 
+def lse_missing(machine: str, cpuinfo: str) -> bool:
+    """True if ``cpuinfo`` (the text of /proc/cpuinfo) describes an arm64 CPU without the
+    ARMv8.1 Large System Extensions (the ``atomics`` feature flag), e.g. the Cortex-A72 of a
+    Raspberry Pi 4. ``machine`` is ``platform.machine()``; other architectures give False.
+
+    mediapipe 1.x's aarch64 wheels are built with LSE and abort the whole process at load on
+    such a CPU ("compiled with lse enabled, but this feature is not available").
+    """
+    if machine not in ("aarch64", "arm64"):
+        return False
+    features = [line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
+                if line.startswith("Features") and ":" in line]
+    return bool(features) and not all("atomics" in f for f in features)
+
+
+def arm64_without_lse() -> str | None:
+    """Why the Tasks backend (mediapipe 1.x) cannot run on this CPU, or None if it can.
+
+    Checked before mediapipe is imported: its abort would take the daemon with it, where a
+    :class:`PoseError` leaves it serving video without pose, health saying why.
+    """
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            cpuinfo = f.read()
+    except OSError:
+        return None
+    if not lse_missing(platform.machine(), cpuinfo):
+        return None
+    return ("this CPU has no ARMv8.1 atomics (LSE; e.g. the Cortex-A72 of a Raspberry Pi 4): "
+            "mediapipe 1.x (the tasks pose backend, Python 3.13) cannot run on it. Use an OS "
+            "with Python 3.11 (Raspberry Pi OS / Debian bookworm), where climbd runs "
+            "mediapipe 0.10.18 (see docs/DEVICES.md)")
+
+
 class TasksBackend:
     """Tasks API ``PoseLandmarker`` in ``VIDEO`` mode with the BlazePose Full bundle.
 
@@ -164,6 +200,9 @@ class TasksBackend:
     def __init__(self, config: PoseConfig, task_file: str | os.PathLike[str] | None = None):
         from climbd.pose import bundle
 
+        problem = arm64_without_lse()
+        if problem:
+            raise PoseError(problem)
         os.environ.setdefault("GLOG_minloglevel", "2")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         path = os.fspath(task_file) if task_file is not None else str(bundle.find_task_file())
