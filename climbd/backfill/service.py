@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from climbd import workers
 from climbd.config import PoseConfig
 from climbd.errors import SessionNotFound, StorageError
 from climbd.storage import Database, SessionRecord
@@ -120,15 +121,7 @@ class PoseBackfill:
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return
-        with contextlib.suppress(Exception):
-            if proc.stdin is not None:
-                proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), _STOP_GRACE_S)
-        except asyncio.TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        await workers.stop(proc, _STOP_GRACE_S)
 
     # -- one session ---------------------------------------------------------------------
     async def fill(self, session_id: int) -> SessionRecord:
@@ -193,12 +186,7 @@ class PoseBackfill:
             proc.stdin.write(json.dumps(spec).encode() + b"\n")
             with contextlib.suppress(ConnectionError):
                 await proc.stdin.drain()
-            async for line in proc.stdout:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    log.warning("backfill worker said %r", line[:200])
-                    continue
+            async for event in workers.events(proc.stdout, "backfill worker"):
                 kind = event.get("event")
                 if kind == "started":
                     self.priority = dict(event.get("priority", {}))
@@ -217,15 +205,13 @@ class PoseBackfill:
                 proc.stdin.close()
             raise
         finally:
-            if proc.returncode is None and final.get("event") == "cancelled":
-                with contextlib.suppress(Exception):
-                    proc.stdin.close()
-            try:
-                await asyncio.wait_for(proc.wait(), _STOP_GRACE_S)
-            except asyncio.TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+            if final.get("event") == "cancelled":
+                await workers.stop(proc, _STOP_GRACE_S)
+            else:   # it said done/error: let it exit by itself (same grace, then kill)
+                try:
+                    await asyncio.wait_for(proc.wait(), _STOP_GRACE_S)
+                except asyncio.TimeoutError:
+                    await workers.stop(proc, 0)
             stderr = (await stderr_task).decode(errors="replace").strip()
             if stderr and proc.returncode not in (0, 3):
                 log.warning("backfill worker stderr: %s", stderr[-2000:])

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from climbd import workers
 from climbd.config import ExportConfig
 from climbd.errors import (
     ExportBusy,
@@ -497,12 +498,7 @@ class ExportManager:
                 proc.stdin.write(spec.to_json().encode() + b"\n")
                 with contextlib.suppress(ConnectionError):
                     await proc.stdin.drain()
-            async for line in proc.stdout:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    log.warning("export %d: worker said %r", job.export_id, line[:200])
-                    continue
+            async for event in workers.events(proc.stdout, f"export {job.export_id}: worker"):
                 kind = event.get("event")
                 if kind == "progress":
                     job.done, job.total = int(event["done"]), int(event["total"])
