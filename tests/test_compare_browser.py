@@ -133,10 +133,26 @@ SETTLED = """() => {
 }"""
 
 
+STATE = """() => {
+  const c = window.compare;
+  const one = (side) => {
+    const p = side.player;
+    return { shown: p.shown && p.shown.index, target: p.target, queued: p.queued,
+             seeking: p.video.seeking, paused: p.video.paused, currentTime: p.video.currentTime,
+             drawnFor: p.overlay.last && p.overlay.last.frameTs, waitingPose: p.waitingPose,
+             fallbacks: p.stats.seekedFallbacks };
+  };
+  return c && c.ready ? { A: one(c.A), B: one(c.B) } : null;
+}"""
+
+
 async def _settled(page: Any) -> dict[str, Any]:
-    await wait_js(page, SETTLED, timeout=30)
-    await page.wait_for_timeout(150)  # one more frame callback: nothing moves any more
-    await wait_js(page, SETTLED, timeout=30)
+    try:
+        await wait_js(page, SETTLED, timeout=30)
+        await page.wait_for_timeout(150)  # one more frame callback: nothing moves any more
+        await wait_js(page, SETTLED, timeout=30)
+    except AssertionError as exc:  # say which player is stuck, and on what
+        raise AssertionError(f"not settled: {await page.evaluate(STATE)}") from exc
     return dict(await page.evaluate(SNAP))
 
 

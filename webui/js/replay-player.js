@@ -250,8 +250,16 @@ export class RecordedPlayer extends EventTarget {
     }
   }
 
+  /**
+   * Pause on a whole frame. The media clock runs between presented frames, so once paused
+   * the element may still paint the frame at currentTime, one past the last one reported
+   * (seen in headless Chromium: a compare page then waited for a frame that never came).
+   * Seeking to the frame at currentTime makes `index`, `shown` and the screen agree.
+   */
   pause() {
+    const was = this.playing;
     this.video.pause();
+    if (was) this.seekFrame(this.indexAt(this.video.currentTime));
   }
 
   toggle() {
