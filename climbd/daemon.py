@@ -10,10 +10,10 @@ Boot (:meth:`Daemon.start`):
    retention's floor check; sessions a crash left ``recording`` are marked ``interrupted``
    and their video rescued;
 5. export manager (queue + low-priority worker processes);
-6. ghost players and the live view (WHEP endpoint; the ghost handles the data channel's
-   ``ghost`` messages);
-   then attempts (:class:`~climbd.attempt_service.AttemptService`: live detector on the
-   pose broadcast, attempt events, hands-free recording, analysis of finished sessions);
+6. attempts (:class:`~climbd.attempt_service.AttemptService`: live detector on the pose
+   broadcast, attempt events, hands-free recording, analysis of finished sessions); then
+   ghost players (following the attempt events, for a ghost armed at lift-off) and the live
+   view (WHEP endpoint; the ghost handles the data channel's ``ghost`` messages);
 7. replay's media worker (thumbnails, frame tables);
 8. credential store (paired devices, admin, API tokens);
 9. pipeline threads and GPIO buttons (not in safe mode);
@@ -232,8 +232,16 @@ class Daemon:
             self.add_health("archive", self.archive.status)
         else:
             self.add_health("archive", lambda: {"state": "disabled"})
-        # 6. ghost players and the live view
-        self.ghost = GhostService(self.db, self.recorder)
+        # 6. attempts: live detector + events, hands-free recording, analysis after recording
+        self.attempts = AttemptService(self.db, self.pipeline.poses, self.recorder,
+                                       cfg.attempts)
+        self._tasks.append(asyncio.create_task(self.attempts.run(), name="attempts"))
+        self._tasks.append(asyncio.create_task(self.attempts.backfill(), name="attempts-backfill"))
+        self.add_health("attempts", self.attempts.status)
+        if self.backfill is not None:  # the filled-in pose changes the attempts
+            self.backfill.completed_listeners.append(self._reanalyse)
+        # 6b. ghost players (a lift-off arm follows the attempt events) and the live view
+        self.ghost = GhostService(self.db, self.recorder, self.attempts.events)
         sec = cfg.security
         self.live = WhepEndpoint(self, cfg.webrtc, cfg.video.keyframe_interval_s,
                                  message_limit=(sec.messages_per_s, sec.messages_burst),
@@ -244,14 +252,6 @@ class Daemon:
         live = self.live
         self.add_health("viewers", lambda: live.viewers)
         self.add_health("live", live.stats)
-        # 6b. attempts: live detector + events, hands-free recording, analysis after recording
-        self.attempts = AttemptService(self.db, self.pipeline.poses, self.recorder,
-                                       cfg.attempts)
-        self._tasks.append(asyncio.create_task(self.attempts.run(), name="attempts"))
-        self._tasks.append(asyncio.create_task(self.attempts.backfill(), name="attempts-backfill"))
-        self.add_health("attempts", self.attempts.status)
-        if self.backfill is not None:  # the filled-in pose changes the attempts
-            self.backfill.completed_listeners.append(self._reanalyse)
         # 6c. MQTT bridge (events, stats, commands, Home Assistant discovery)
         if cfg.mqtt.enabled and not self.safe_mode:
             from climbd.mqtt import MqttBridge

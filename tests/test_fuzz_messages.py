@@ -51,7 +51,7 @@ json_values = st.recursive(
 TYPES = ["ping", "hello", "status", "subscribe", "start_recording", "stop_recording",
          "save_last", "ghost", "", "PING", "__proto__", "x" * 100]
 FIELDS = ["id", "seq", "landmarks", "name", "climber", "description", "pre_roll_s", "seconds",
-          "action", "session_id", "t", "speed", "loop", "type"]
+          "action", "session_id", "t", "speed", "loop", "type", "at", "attempt", "repeat"]
 
 
 @st.composite
@@ -70,7 +70,8 @@ def messages(draw: st.DrawFn) -> str | bytes:
                                               "arm", "state", "explode"]))
     for name in draw(st.lists(st.sampled_from(FIELDS), max_size=5)):
         msg[name] = draw(scalars | st.integers(-5, 2**60) | st.lists(scalars, max_size=2)
-                         | st.floats(-1e6, 1e6) | st.sampled_from([0.05, 0.5, 2.5, 1e308]))
+                         | st.floats(-1e6, 1e6)
+                         | st.sampled_from([0.05, 0.5, 2.5, 1e308, "lift-off", "recording"]))
     text = json.dumps(msg)
     if kind == 9:
         text = text + draw(st.text(max_size=5000))  # oversized or trailing garbage
@@ -202,6 +203,12 @@ class _GhostHost:
 
     def recording_start(self) -> None:
         return None
+
+    async def attempts(self, session_id: int) -> list[tuple[float, float | None]]:
+        return [(0.5, 1.5)] if session_id % 4 == 0 else []
+
+    def liftoff_after(self, clock_time: float) -> float | None:
+        return clock_time
 
 
 @pytest.fixture(scope="module")

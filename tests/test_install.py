@@ -14,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -317,6 +319,61 @@ def _chroot(root: Path, *cmd: str, timeout: float = 300,
     finally:
         for m in reversed(mounted):
             _run(["umount", str(m)], 30)
+
+
+#: Debian architecture -> uname machine (a wheelhouse's --arch)
+MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+@contextlib.contextmanager
+def fresh_install(tmp_path_factory: pytest.TempPathFactory, suite: str, arch: str, *,
+                  python: str, pose_line: str, times: dict[str, float],
+                  cpu: str = "cortex-a76") -> Iterator[Path]:
+    """A fresh Debian ``suite`` root of architecture ``arch`` (``"amd64"``/``"arm64"``) with
+    climbd installed by install.sh, offline, from the cached wheelhouse of the root's Python
+    and a wheel built from this tree; unmounted on exit.
+
+    Checks on the way: the root's architecture, its ``python3`` is ``python`` (``"3.11"``),
+    and install.sh's output names the pose stack (``pose_line``). A root of another
+    architecture runs through qemu-user as ``cpu`` (:func:`_chroot`), and install.sh runs
+    there with ``--no-compile`` (byte-compiling the venv under emulation is most of pip's
+    time; the code installed is the same). Seconds spent per step go into ``times``
+    (``root_s``, ``wheelhouse_s``, ``install_s``) and are printed on exit.
+
+    Skips, with the reason printed, where ``arch`` cannot run here or
+    ``CLIMBD_TEST_EMULATED=0`` turns emulated roots off.
+    """
+    label = f"{suite} {arch} install test"
+    why = emulation_unavailable(arch)
+    if not why and arch != host_arch() and not emulated_wanted(default=True):
+        why = "CLIMBD_TEST_EMULATED=0"
+    if why:
+        print(f"{label} skipped: {why}")
+        pytest.skip(f"{label} skipped: {why}")
+    t0 = time.monotonic()
+    with _overlay_root(tmp_path_factory.mktemp(f"{suite}-{arch}"), suite, arch) as root:
+        times["root_s"] = time.monotonic() - t0
+        assert root_arch(root) == arch
+        pyver = _chroot(root, "python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])",
+                        cpu=cpu).stdout.strip()
+        assert pyver == python, f"{suite}'s python3 is {pyver!r}"
+        t1 = time.monotonic()
+        wheelhouse = _wheelhouse(pyver, MACHINES[arch])
+        times["wheelhouse_s"] = time.monotonic() - t1
+        dist = tmp_path_factory.mktemp("dist")
+        r = _run(["uv", "build", "--wheel", "--out-dir", str(dist), str(REPO)], 600)
+        assert r.returncode == 0, r.stderr
+        wheel = next(dist.glob("climbd-*.whl"))
+        t2 = time.monotonic()
+        no_compile = ["--no-compile"] if arch != host_arch() else []
+        r = _run(["bash", str(INSTALL), "--root", str(root), "--wheelhouse", str(wheelhouse),
+                  "--wheel", str(wheel), *no_compile], 3600)
+        times["install_s"] = time.monotonic() - t2
+        print(r.stdout[-3000:], r.stderr[-3000:], sep="\n")
+        assert r.returncode == 0, f"install.sh failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+        assert pose_line in r.stdout
+        yield root
+    print(f"{label} times (s):", json.dumps({k: round(v, 1) for k, v in times.items()}))
 
 
 def test_unit_installed_and_enabled(installed: Path) -> None:

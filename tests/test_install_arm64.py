@@ -41,16 +41,8 @@ import pytest
 
 from tests.conftest import SHORT
 from tests.test_install import (
-    INSTALL,
-    REPO,
     _chroot,
-    _overlay_root,
-    _run,
-    _wheelhouse,
-    emulated_wanted,
-    emulation_unavailable,
-    host_arch,
-    root_arch,
+    fresh_install,
 )
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(5400)]
@@ -78,37 +70,10 @@ TIMES: dict[str, float] = {}
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh arm64 bookworm root with climbd installed by install.sh (offline wheelhouse)."""
-    why = emulation_unavailable(ARCH)
-    if not why and host_arch() != ARCH and not emulated_wanted(default=True):
-        why = "CLIMBD_TEST_EMULATED=0"
-    if why:
-        print(f"arm64 bookworm install test skipped: {why}")
-        pytest.skip(f"arm64 bookworm install test skipped: {why}")
-    t0 = time.monotonic()
-    with _overlay_root(tmp_path_factory.mktemp("bookworm-arm64"), "bookworm", ARCH) as root:
-        TIMES["root_s"] = time.monotonic() - t0
-        assert root_arch(root) == ARCH
-        pyver = _chroot(root, "python3", "-c",
-                        "import sys; print('%d.%d' % sys.version_info[:2])",
-                        cpu=CPU).stdout.strip()
-        assert pyver == "3.11", f"bookworm's python3 is {pyver!r}"
-        t1 = time.monotonic()
-        wheelhouse = _wheelhouse(pyver, "aarch64")
-        TIMES["wheelhouse_s"] = time.monotonic() - t1
-        dist = tmp_path_factory.mktemp("dist")
-        r = _run(["uv", "build", "--wheel", "--out-dir", str(dist), str(REPO)], 600)
-        assert r.returncode == 0, r.stderr
-        wheel = next(dist.glob("climbd-*.whl"))
-        t2 = time.monotonic()
-        r = _run(["bash", str(INSTALL), "--root", str(root), "--wheelhouse", str(wheelhouse),
-                  "--wheel", str(wheel), "--no-compile"], 3600)
-        TIMES["install_s"] = time.monotonic() - t2
-        print(r.stdout[-3000:], r.stderr[-3000:], sep="\n")
-        assert r.returncode == 0, f"install.sh failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
-        assert "pose: mediapipe 0.10.18 (mp.solutions)" in r.stdout
+    with fresh_install(tmp_path_factory, "bookworm", ARCH, python="3.11",
+                       pose_line="pose: mediapipe 0.10.18 (mp.solutions)", times=TIMES,
+                       cpu=CPU) as root:
         yield root
-    print("arm64 bookworm install test times (s):",
-          json.dumps({k: round(v, 1) for k, v in TIMES.items()}))
 
 
 def test_check_config_and_the_pose_stack_inside_arm64(installed: Path) -> None:

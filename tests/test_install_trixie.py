@@ -42,21 +42,19 @@ import pytest
 from tests.conftest import SHORT
 from tests.test_install import (
     INSTALL,
-    REPO,
+    MACHINES,
     _chroot,
     _overlay_root,
     _run,
-    _wheelhouse,
     cpuinfo_text,
     emulated_wanted,
     emulation_unavailable,
+    fresh_install,
     host_arch,
 )
 
 pytestmark = [pytest.mark.system, pytest.mark.timeout(5400)]
 
-#: Debian architecture -> uname machine (the wheelhouse's --arch)
-MACHINES = {"amd64": "x86_64", "arm64": "aarch64"}
 
 
 MEDIAN_PX = 3.0
@@ -69,41 +67,10 @@ TIMES: dict[str, dict[str, float]] = {}
 def installed(request: pytest.FixtureRequest,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh trixie root with climbd installed by install.sh from a CPython 3.13 wheelhouse."""
-    arch: str = request.param
-    why = emulation_unavailable(arch)
-    if not why and arch != host_arch() and not emulated_wanted(default=True):
-        why = "CLIMBD_TEST_EMULATED=0"
-    if why:
-        print(f"trixie {arch} install test skipped: {why}")
-        pytest.skip(f"trixie {arch} install test skipped: {why}")
-    times = TIMES.setdefault(arch, {})
-    t0 = time.monotonic()
-    with _overlay_root(tmp_path_factory.mktemp(f"trixie-{arch}"), "trixie", arch) as root:
-        times["root_s"] = time.monotonic() - t0
-        pyver = _run(["chroot", str(root), "python3", "-c",
-                      "import sys; print('%d.%d' % sys.version_info[:2])"], 60).stdout.strip()
-        assert pyver == "3.13", f"trixie's python3 is {pyver!r}"
-        t1 = time.monotonic()
-        wheelhouse = _wheelhouse(pyver, MACHINES[arch])
-        times["wheelhouse_s"] = time.monotonic() - t1
-        dist = tmp_path_factory.mktemp("dist")
-        r = _run(["uv", "build", "--wheel", "--out-dir", str(dist), str(REPO)], 600)
-        assert r.returncode == 0, r.stderr
-        wheel = next(dist.glob("climbd-*.whl"))
-        t2 = time.monotonic()
-        # Under emulation, byte-compiling the venv is most of pip's time: skip it there.
-        no_compile = ["--no-compile"] if arch != host_arch() else []
-        r = _run(["bash", str(INSTALL), "--root", str(root), "--wheelhouse", str(wheelhouse),
-                  "--wheel", str(wheel), *no_compile], 3600)
-        times["install_s"] = time.monotonic() - t2
-        print(r.stdout[-3000:], r.stderr[-3000:], sep="\n")
-        assert r.returncode == 0, f"install.sh failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
-        assert "pose: mediapipe 1.x (Tasks API)" in r.stdout
-        root_arch = _run(["chroot", str(root), "dpkg", "--print-architecture"], 120)
-        assert root_arch.stdout.strip() == arch
+    with fresh_install(tmp_path_factory, "trixie", request.param, python="3.13",
+                       pose_line="pose: mediapipe 1.x (Tasks API)",
+                       times=TIMES.setdefault(request.param, {})) as root:
         yield root
-    print(f"trixie {arch} install test times (s):",
-          json.dumps({k: round(v, 1) for k, v in times.items()}))
 
 
 def test_check_config_and_the_pose_stack_inside_trixie(installed: Path) -> None:

@@ -6,6 +6,11 @@
   :class:`GhostHost` (load a session's poses by time window, send a message, map a clock time
   to the viewer's live video timestamp), so it knows nothing of HTTP, SQLite or WebRTC;
   :mod:`climbd.ghost.live` plugs it into a viewer's ``landmarks`` data channel.
+
+Three ways to start a ghost: ``play`` (now), ``arm`` (with the next recording: anchored on its
+first frame) and ``arm`` at ``lift-off`` (a :class:`Race`: one attempt of the ghost session
+against the live climber, anchored on the live attempt detector's lift-off; see
+:mod:`climbd.ghost.wire`). Armed players poll their host every :data:`ARM_POLL_S`.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 from pydantic import ValidationError
 
 from climbd.errors import SessionNotFound, StorageError
@@ -28,7 +34,7 @@ from climbd.ghost.wire import GhostControl, pack_ghost
 from climbd.security.ratelimit import TokenBucket
 from climbd.storage.posecodec import PoseSeries
 
-__all__ = ["GhostHost", "GhostPlayer", "GhostSession"]
+__all__ = ["GhostHost", "GhostPlayer", "GhostSession", "NoAttempt", "Race"]
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +88,27 @@ class GhostHost(Protocol):
         None when nothing records."""
         ...
 
+    async def attempts(self, session_id: int) -> list[tuple[float, float | None]]:
+        """The session's attempts in time order as ``(start_s, end_s)``, seconds from the
+        session's start (``end_s`` None: the attempt runs to the session's end).
+
+        Raises:
+            SessionNotFound, StorageError.
+        """
+        ...
+
+    def liftoff_after(self, clock_time: float) -> float | None:
+        """The capture time (s, the player's clock) of the earliest live lift-off captured
+        at or after ``clock_time`` that the live attempt detector has reported so far, or
+        None (none yet, or no detector)."""
+        ...
+
 
 #: Seconds of rows loaded at a time.
 WINDOW_S = 10.0
 #: A ghost_state message is repeated this often while a ghost is loaded, seconds.
 STATE_INTERVAL_S = 1.0
-#: How often an armed player looks for a recording start, seconds.
+#: How often an armed player looks for a recording start or a live lift-off, seconds.
 ARM_POLL_S = 0.02
 #: Rows are dropped (not queued) while more than this many bytes wait to be sent.
 MAX_BACKLOG = 32 * 1024
@@ -97,13 +118,49 @@ MAX_QUEUED_CONTROLS = 32
 ERRORS_PER_S = 5.0
 
 
+class NoAttempt(ValueError):
+    """The ghost session has no attempt of the index asked for (``ghost-no-attempt``)."""
+
+
+@dataclass(slots=True)
+class Race:
+    """An ``arm`` at lift-off: which ghost attempt races the live climber, and its progress.
+
+    Attributes:
+        attempt: the attempt's index in the ghost session (0-based).
+        start_s, end_s: its lift-off and landing, session seconds (``end_s`` None: it runs to
+            the session's end).
+        repeat: wait for the next lift-off again after each race.
+        since: lift-offs captured at or after this clock time (s) start a race (the arm
+            time, then just after the lift-off last raced).
+        liftoff: capture time (s) of the live lift-off being raced; None while waiting.
+        races: how many races started.
+        done: the last race reached ``end_s`` (and did not re-arm).
+    """
+
+    attempt: int
+    start_s: float
+    end_s: float | None
+    repeat: bool
+    since: float
+    liftoff: float | None = None
+    races: int = 0
+    done: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``race`` field of ``ghost_state``."""
+        return {"attempt": self.attempt, "start_s": round(self.start_s, 4),
+                "end_s": None if self.end_s is None else round(self.end_s, 4),
+                "repeat": self.repeat, "liftoff_at": self.liftoff, "races": self.races}
+
+
 class GhostPlayer:
     """Plays ghosts to one viewer (see the module docstring).
 
     Args:
         host: the viewer's I/O.
-        clock: monotonic seconds (must be the clock of the host's ``stamp`` and
-            ``recording_start``).
+        clock: monotonic seconds (must be the clock of the host's ``stamp``,
+            ``recording_start`` and ``liftoff_after``).
         window_s: seconds of rows loaded at a time.
 
     Attributes:
@@ -121,6 +178,10 @@ class GhostPlayer:
         self.session: GhostSession | None = None
         self.pacer: GhostPacer | None = None
         self.armed = False
+        #: how the ghost was armed: "recording", "lift-off" (kept while a race plays), None
+        self.arm_at: str | None = None
+        #: the lift-off race, when armed at lift-off
+        self.race: Race | None = None
         self.aligned_to: int | None = None
         self.seq: int | None = None
         self.sent = 0
@@ -176,6 +237,11 @@ class GhostPlayer:
         field = needs.get(ctl.action)
         if field is not None and getattr(ctl, field) is None:
             raise ValueError(f'ghost action "{ctl.action}" needs "{field}"')
+        if ctl.at is not None and ctl.action != "arm":
+            raise ValueError('"at" goes with the ghost action "arm" only')
+        for name in ("attempt", "repeat"):
+            if getattr(ctl, name) is not None and ctl.at != "lift-off":
+                raise ValueError(f'"{name}" goes with "action": "arm", "at": "lift-off" only')
         if ctl.speed is not None:
             check_speed(ctl.speed)
 
@@ -234,7 +300,14 @@ class GhostPlayer:
         if p is None:
             return STATE_INTERVAL_S
         now = self.clock()
-        if self.armed:
+        r = self.race
+        if self.armed and r is not None:
+            liftoff = self.host.liftoff_after(r.since)
+            if liftoff is None:
+                self._send_state()
+                return ARM_POLL_S
+            self._start_race(r, liftoff)
+        elif self.armed:
             started = self.host.recording_start()
             if started is None:
                 self._send_state()
@@ -243,6 +316,15 @@ class GhostPlayer:
             self.aligned_to = started[0]
             p.start_at(started[1], 0.0)
             self._send_state(force=True)
+        elif r is not None and r.repeat and r.liftoff is not None:
+            newer = self.host.liftoff_after(r.since)  # a new live attempt during the race
+            if newer is not None:
+                self._start_race(r, newer)
+        if r is not None and r.liftoff is not None and not self.armed and not r.done:
+            end = r.end_s if r.end_s is not None else p.duration
+            if p.position(now) >= end:
+                await self._end_race(r, end)
+                return 0.0
         need = p.missing()
         if need is not None:
             await self._load(need)
@@ -253,12 +335,50 @@ class GhostPlayer:
         self._send_state()
         if p.missing() is not None:  # that was the window's last row: load the next now
             return 0.0
+        cap = STATE_INTERVAL_S
+        if r is not None and r.liftoff is not None and not r.done:
+            end = r.end_s if r.end_s is not None else p.duration
+            cap = (end - p.position()) / p.speed + 0.001  # wake at the race's end
+            if r.repeat:
+                cap = min(cap, ARM_POLL_S)  # and look for the next lift-off meanwhile
+            cap = max(0.0, min(cap, STATE_INTERVAL_S))
         nxt = p.next_due()
         if nxt is None:
             if p.state() == "playing":  # past the last row: wake at the end to say "ended"
-                return min(STATE_INTERVAL_S, (p.duration - p.position()) / p.speed + 0.001)
-            return STATE_INTERVAL_S
-        return max(0.0, min(nxt.due - self.clock(), STATE_INTERVAL_S))
+                return min(cap, (p.duration - p.position()) / p.speed + 0.001)
+            return cap
+        return max(0.0, min(nxt.due - self.clock(), cap))
+
+    def _start_race(self, r: Race, liftoff: float) -> None:
+        """Anchor the ghost attempt's lift-off on the live one (capture time ``liftoff``, s;
+        about 1 s ago: :meth:`GhostPacer.start_at` passes over the rows already due)."""
+        p = self.pacer
+        assert p is not None
+        self.armed = False
+        r.liftoff = liftoff
+        r.since = float(np.nextafter(liftoff, math.inf))
+        r.races += 1
+        r.done = False
+        p.start_at(liftoff, r.start_s)
+        self._send_state(force=True)
+
+    async def _end_race(self, r: Race, end: float) -> None:
+        """The ghost attempt has landed: hold it there (``ended``) or, with ``repeat``, go back
+        to its lift-off and wait for the next live one."""
+        p = self.pacer
+        assert p is not None
+        now = self.clock()
+        p.pause(now)
+        if r.repeat:
+            self.armed = True
+            r.liftoff = None
+            p.seek(r.start_s, now)
+        else:
+            r.done = True
+            p.seek(min(end, p.duration), now)
+        await self._ensure_loaded()
+        self._send_still()
+        self._send_state(force=True)
 
     async def _load(self, start: float) -> None:
         assert self.pacer is not None and self.session is not None
@@ -281,7 +401,7 @@ class GhostPlayer:
     def _fail(self, code: str, text: str) -> None:
         self.pacer = None
         self.session = None
-        self.armed = False
+        self._disarm()
         self._send_json({"type": "error", "code": code, "error": text, "seq": self.seq})
         self._send_state(force=True)
 
@@ -324,9 +444,15 @@ class GhostPlayer:
             return {"type": "ghost_state", "state": "stopped", "session_id": None,
                     "seq": self.seq}
         now = self.clock()
+        if self.armed:
+            state = "armed"
+        elif self.race is not None and self.race.done:
+            state = "ended"
+        else:
+            state = p.state(now)
         return {
             "type": "ghost_state",
-            "state": "armed" if self.armed else p.state(now),
+            "state": state,
             "session_id": s.id,
             "name": s.name,
             "t": round(p.position(now), 4),
@@ -335,6 +461,8 @@ class GhostPlayer:
             "speed": p.speed,
             "loop": p.loop,
             "aligned_to": self.aligned_to,
+            "arm_at": self.arm_at,
+            "race": None if self.race is None else self.race.to_dict(),
             "seq": self.seq,
         }
 
@@ -354,8 +482,13 @@ class GhostPlayer:
             if ctl.action == "state":
                 return
             if ctl.action == "stop":
-                self.pacer, self.session, self.armed = None, None, False
+                self.pacer, self.session = None, None
+                self._disarm()
                 return
+            race = None
+            if ctl.action == "arm" and ctl.at == "lift-off":
+                assert ctl.session_id is not None  # _check_fields
+                race = await self._race(ctl.session_id, ctl.attempt or 0, bool(ctl.repeat), now)
             if ctl.session_id is not None and (
                     self.session is None or ctl.session_id != self.session.id
                     or ctl.action == "arm"):
@@ -366,15 +499,24 @@ class GhostPlayer:
                                  "is loaded)")
             if ctl.action == "arm":
                 self.armed = True
+                self.arm_at = ctl.at or "recording"
+                self.race = race
                 self.aligned_to = None
                 p.pause(now)
-                p.seek(0.0, now)
                 if ctl.speed is not None:
                     p.set_speed(ctl.speed, now)
+                if race is not None:
+                    p.set_loop(False, now)  # a race does not loop (``repeat`` re-arms)
+                    p.seek(min(race.start_s, p.duration), now)
+                    await self._ensure_loaded()
+                    self._send_still()  # the ghost waits in its lift-off pose
+                    return
+                p.seek(0.0, now)
                 if ctl.loop is not None:
                     p.set_loop(ctl.loop, now)
                 return
-            self.armed = False
+            if ctl.action != "speed":  # a speed change keeps an arm (and a race) going
+                self._disarm()
             if ctl.speed is not None:
                 p.set_speed(ctl.speed, now)
             if ctl.loop is not None:
@@ -394,10 +536,35 @@ class GhostPlayer:
                 self._send_still()
         except SessionNotFound as exc:
             self._reply_error("ghost-not-found", f"cannot play the ghost: {exc}", ctl.seq)
+        except NoAttempt as exc:
+            self._reply_error("ghost-no-attempt", str(exc), ctl.seq)
         except ValueError as exc:
             self._reply_error("ghost-invalid", str(exc), ctl.seq)
         except StorageError as exc:
             self._reply_error("ghost-storage", f"cannot play the ghost: {exc}", ctl.seq)
+
+    def _disarm(self) -> None:
+        self.armed = False
+        self.arm_at = None
+        self.race = None
+
+    async def _race(self, session_id: int, index: int, repeat: bool, now: float) -> Race:
+        """The race of attempt ``index`` of the session, armed at clock time ``now`` (s).
+
+        Raises:
+            NoAttempt: the session has no such attempt. SessionNotFound, StorageError.
+        """
+        found = await self.host.attempts(session_id)
+        if not found:
+            raise NoAttempt(f"session {session_id} has no attempt to race: nobody leaves the "
+                            "ground in it")
+        if index >= len(found):
+            raise NoAttempt(f"session {session_id} has {len(found)} attempt"
+                            f"{'s' if len(found) != 1 else ''} (0 to {len(found) - 1}), "
+                            f"not attempt {index}")
+        start_s, end_s = found[index]
+        return Race(index, max(0.0, float(start_s)), None if end_s is None else float(end_s),
+                    repeat, now)
 
     def _reply_error(self, code: str, text: str, seq: int | None) -> None:
         reply = self.error(code, text, seq)

@@ -27,14 +27,44 @@ Control messages (JSON text, client → server; ``seq`` optional, echoed)::
     {"type": "ghost", "action": "speed", "speed": 0.5}          0.1 ≤ speed ≤ 2
     {"type": "ghost", "action": "loop", "loop": true}
     {"type": "ghost", "action": "arm", "session_id": 12}        start with the next recording
+    {"type": "ghost", "action": "arm", "session_id": 12, "at": "recording"}      (the same)
+    {"type": "ghost", "action": "arm", "session_id": 12, "at": "lift-off",
+     "attempt": 1, "repeat": true}            start when the live climber leaves the ground
 
 ``arm`` is how a ghost starts "at the press of record": the ghost waits at 0 and, as soon as
 a recording runs, is anchored on that recording's first frame (its capture time, which may
 lie in the pre-roll), so ghost time = new session time for every live frame.
 
+``arm`` with ``"at": "lift-off"`` races one *attempt* of the ghost session against the
+live climber. ``attempt`` is the attempt's 0-based ``index`` in the ghost session (as in
+``GET /api/sessions/{id}/attempts``; default 0, the first). The ghost waits at that
+attempt's ``start_s`` until the live attempt detector reports a lift-off captured at or
+after the moment the ``arm`` was applied (an earlier one is ignored), then is anchored so the
+two lift-offs coincide::
+
+    ghost session time = start_s + (live capture time - live lift-off time) * speed
+
+The detector confirms a lift-off about 1 s after it happened, so the anchor lies in the
+past, as in the pre-roll case of a recording ``arm``: the rows of that second are passed
+over and the ghost is shown where it is due now. The race ends at the attempt's ``end_s``
+(the session's end if the attempt runs to it); the ghost then stays there, ``ended``, or,
+with ``"repeat": true``, goes back to ``start_s`` and waits for the next lift-off (every
+live attempt races the same ghost attempt; a lift-off during a race restarts it). A race
+does not loop. A session without that attempt is refused with an ``error`` of code
+``ghost-no-attempt`` and nothing else changes.
+
 Server → client: ``ghost_state`` (after every control and every second while a ghost is
 loaded: the data channel is lossy, so state is repeated rather than acknowledged once) and
 ``error`` ``{"code", "error", "seq"}`` for a control that cannot be applied.
+
+``ghost_state`` fields: ``state`` (``stopped``, ``paused``, ``playing``, ``ended``, or
+``armed`` while waiting for a recording or a lift-off), ``session_id``, ``name``, ``t`` (s),
+``duration`` (s), ``fps``, ``speed``, ``loop``, ``aligned_to`` (the recording a
+recording-``arm`` started with), ``arm_at`` (``"recording"``, ``"lift-off"`` or null: how
+the ghost was armed; kept while a lift-off race plays) and ``race`` (null, or for a lift-off
+arm ``{"attempt", "start_s", "end_s", "repeat", "liftoff_at", "races"}``: the ghost attempt's
+index and span in session seconds, whether it re-arms, the monotonic capture time (s) of the
+live lift-off it is racing (null while waiting) and how many races started).
 """
 
 from __future__ import annotations
@@ -129,6 +159,12 @@ class GhostControl(BaseModel):
     type: Literal["ghost"]
     action: Literal["play", "pause", "seek", "speed", "loop", "stop", "arm", "state"]
     session_id: int | None = Field(None, ge=1, le=2**53)
+    #: for ``arm``: start with the next recording (default) or at the next live lift-off
+    at: Literal["recording", "lift-off"] | None = None
+    #: for ``arm`` at lift-off: the ghost session's attempt index (0-based) to race
+    attempt: int | None = Field(None, ge=0, le=100_000)
+    #: for ``arm`` at lift-off: wait for the next lift-off again after each race
+    repeat: bool | None = None
     t: float | None = Field(None, ge=0, allow_inf_nan=False)
     speed: float | None = Field(None, allow_inf_nan=False)
     loop: bool | None = None

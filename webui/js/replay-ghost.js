@@ -230,7 +230,9 @@ export class GhostView extends EventTarget {
       this.wanted = { ...(this.wanted || {}), ...(msg.speed !== undefined ? { speed: msg.speed } : {}),
         ...(msg.loop !== undefined ? { loop: msg.loop } : {}) };
     } else if (msg.action !== "state") {
-      this.wanted = { ...(this.wanted || {}), action: msg.action };
+      const arm = msg.action === "arm"
+        ? { at: msg.at, attempt: msg.attempt, repeat: msg.repeat } : undefined;
+      this.wanted = { ...(this.wanted || {}), action: msg.action, arm };
     }
   }
 
@@ -260,7 +262,7 @@ export class GhostView extends EventTarget {
     const t = Math.min(this.position(), Math.max(0, (this.session.duration_s || 0) - 0.001));
     const base = { t, ...(w.speed !== undefined ? { speed: w.speed } : {}),
       ...(w.loop !== undefined ? { loop: w.loop } : {}) };
-    if (w.action === "arm") this.control({ action: "arm", ...base, t: undefined });
+    if (w.action === "arm") this.control({ action: "arm", ...base, ...(w.arm || {}), t: undefined });
     else this.control({ action: w.action === "play" ? "play" : "pause", ...base });
   }
 
@@ -270,6 +272,11 @@ export class GhostView extends EventTarget {
   speed(s) { this.control({ action: "speed", speed: s }); }
   loop(on) { this.control({ action: "loop", loop: on }); }
   arm() { this.control({ action: "arm" }); }
+  /**
+   * Race attempt `attempt` (0-based index in the ghost session) from the live climber's
+   * lift-off, again at every lift-off (`repeat`): climbd/ghost/wire.py.
+   */
+  armLiftoff(attempt = 0) { this.control({ action: "arm", at: "lift-off", attempt, repeat: true }); }
 
   setLiveSkeleton(on) { this.liveOverlay.enabled = on; this.liveOverlay.redraw(); }
   setGhost(on) { this.ghostOverlay.enabled = on; this.ghostOverlay.redraw(); }

@@ -228,6 +228,15 @@ function showCompareLink(t) {
   link.hidden = false;
 }
 
+// The attempt (0-based) the replay or ghost is at: the last one started at or before `t`
+// (the first if none has started yet).
+function attemptAt(t) {
+  const attempts = (state.session && state.session.attempts) || [];
+  let i = 0;
+  attempts.forEach((a, k) => { if (a.start_s <= t + 1e-3) i = k; });
+  return i;
+}
+
 function showPlayState() {
   const p = state.player;
   const playing = p.playing;
@@ -377,13 +386,20 @@ function showGhostState() {
   const playing = st.state === "playing";
   $("ghost-play").textContent = playing ? "Pause ghost" : "Play ghost";
   $("ghost-loop").setAttribute("aria-pressed", String(Boolean(st.loop)));
-  $("ghost-arm").setAttribute("aria-pressed", String(st.state === "armed"));
+  $("ghost-arm").setAttribute("aria-pressed", String(st.state === "armed" && st.arm_at !== "lift-off"));
+  $("ghost-liftoff").setAttribute("aria-pressed", String(st.arm_at === "lift-off"));
   for (const b of document.querySelectorAll("[data-ghost-speed]")) {
     b.setAttribute("aria-pressed", String(Number(b.dataset.ghostSpeed) === st.speed));
   }
   const words = { playing: "playing", paused: "paused", ended: "at the end",
     armed: "waiting for the next recording", stopped: "stopped" };
-  $("ghost-info").textContent = `Ghost ${words[st.state] || st.state}`
+  const race = st.arm_at === "lift-off" && st.race;
+  const n = race ? race.attempt + 1 : 0;
+  const what = !race ? `Ghost ${words[st.state] || st.state}`
+    : st.state === "armed" ? `Ghost of attempt ${n} waiting for you to leave the ground`
+      : st.state === "playing" ? `Racing attempt ${n} from lift-off`
+        : st.state === "ended" ? `Ghost of attempt ${n} has landed` : `Ghost ${words[st.state] || st.state}`;
+  $("ghost-info").textContent = what
     + (st.speed && st.speed !== 1 ? ` · ${st.speed}×` : "") + (st.loop ? " · loop" : "")
     + (st.aligned_to ? ` · aligned with session ${st.aligned_to}` : "");
 }
@@ -416,7 +432,11 @@ function wireGhostControls() {
   $("ghost-loop").addEventListener("click", () => g() && g().loop(!g().state.loop));
   $("ghost-arm").addEventListener("click", () => {
     if (!g()) return;
-    if (g().state.state === "armed") g().pause(); else g().arm();
+    if (g().state.state === "armed" && g().state.arm_at !== "lift-off") g().pause(); else g().arm();
+  });
+  $("ghost-liftoff").addEventListener("click", () => {
+    if (!g()) return;
+    if (g().state.arm_at === "lift-off") g().pause(); else g().armLiftoff(attemptAt(g().position()));
   });
   $("live-skeleton").addEventListener("click", (e) => {
     if (!g()) return;
