@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
 from pydantic import ValidationError
 
 from climbd.errors import SessionNotFound, StorageError
@@ -356,7 +355,7 @@ class GhostPlayer:
         assert p is not None
         self.armed = False
         r.liftoff = liftoff
-        r.since = float(np.nextafter(liftoff, math.inf))
+        r.since = math.nextafter(liftoff, math.inf)
         r.races += 1
         r.done = False
         p.start_at(liftoff, r.start_s)
