@@ -241,7 +241,8 @@ class Daemon:
         if self.backfill is not None:  # the filled-in pose changes the attempts
             self.backfill.completed_listeners.append(self._reanalyse)
         # 6b. ghost players (a lift-off arm follows the attempt events) and the live view
-        self.ghost = GhostService(self.db, self.recorder, self.attempts.events)
+        self.ghost = GhostService(self.db, self.recorder, self.attempts.events,
+                                  self._live_pose_unavailable)
         sec = cfg.security
         self.live = WhepEndpoint(self, cfg.webrtc, cfg.video.keyframe_interval_s,
                                  message_limit=(sec.messages_per_s, sec.messages_burst),
@@ -301,6 +302,15 @@ class Daemon:
             await self.admin_socket.start()
         except OSError as exc:
             log.error("no local admin socket at %s: %s", self.admin_socket.path, exc)
+
+    def _live_pose_unavailable(self) -> str:
+        """Why no live pose (so no live lift-off) comes now, or "" (for the ghost's arm at
+        lift-off)."""
+        if not self.config.pose.enabled:
+            return "live pose is off ([pose] enabled = false)"
+        if self.pipeline.pose_error is not None:
+            return f"live pose failed: {self.pipeline.pose_error}"
+        return ""
 
     def _reanalyse(self, record: SessionRecord) -> None:
         """Recompute a session's attempts from its filled-in pose (backfill listener)."""

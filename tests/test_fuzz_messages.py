@@ -210,6 +210,9 @@ class _GhostHost:
     def liftoff_after(self, clock_time: float) -> float | None:
         return clock_time
 
+    def liftoff_unavailable(self) -> str:
+        return ""
+
 
 @pytest.fixture(scope="module")
 def loop() -> Iterator[asyncio.AbstractEventLoop]:

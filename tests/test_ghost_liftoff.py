@@ -33,6 +33,7 @@ class LiftoffHost(FakeHost):
         super().__init__(sessions)
         self.stored_attempts = attempts
         self.liftoffs = LiftoffLog()
+        self.unavailable = ""  # why no live lift-off can be seen ("" = the detector runs)
 
     async def attempts(self, session_id: int) -> list[tuple[float, float | None]]:
         if session_id not in self.sessions:
@@ -41,6 +42,9 @@ class LiftoffHost(FakeHost):
 
     def liftoff_after(self, clock_time: float) -> float | None:
         return self.liftoffs.after(clock_time)
+
+    def liftoff_unavailable(self) -> str:
+        return self.unavailable
 
     def lift_off(self, t: float) -> None:
         """The live detector reports a lift-off captured at clock time ``t``."""
@@ -174,7 +178,7 @@ async def test_repeat_rearms_after_each_race_and_a_new_liftoff_restarts_it() -> 
     await player.wait_closed()
 
 
-async def test_a_session_without_the_attempt_is_refused_and_nothing_changes() -> None:
+async def test_an_arm_without_the_attempt_or_live_pose_is_refused_and_nothing_changes() -> None:
     full = series(100)
     host = LiftoffHost({1: (full, 4.0), 2: (full, 4.0)}, {1: [(0.5, 3.0)], 2: []})
     clock = FakeClock()
@@ -187,13 +191,19 @@ async def test_a_session_without_the_attempt_is_refused_and_nothing_changes() ->
     _arm(player, session_id=1, attempt=4, seq=4)  # it has one
     _arm(player, session_id=99, seq=5)            # no such session
     await _until(lambda: len(host.json_sent("error")) >= 3)
+    host.unavailable = "live pose is off ([pose] enabled = false)"
+    _arm(player, session_id=1, seq=6)             # nothing can see a lift-off
+    await _until(lambda: len(host.json_sent("error")) >= 4)
     errors = {e["seq"]: e for e in host.json_sent("error")}
+    assert errors[6]["code"] == "ghost-no-liftoff"
+    assert errors[6]["error"] == ("the ghost cannot start at lift-off: live pose is off "
+                                  "([pose] enabled = false)")
     assert errors[3]["code"] == "ghost-no-attempt"
     assert "session 2 has no attempt to race" in errors[3]["error"]
     assert errors[4]["code"] == "ghost-no-attempt"
     assert "session 1 has 1 attempt (0 to 0), not attempt 4" in errors[4]["error"]
     assert errors[5]["code"] == "ghost-not-found"
-    await _until(lambda: host.states()[-1]["seq"] == 5)
+    await _until(lambda: host.states()[-1]["seq"] == 6)
     after = host.states()[-1]
     assert {**after, "seq": 2} == before  # still session 1, paused at 1.5 s, not armed
     assert player.race is None and not player.armed

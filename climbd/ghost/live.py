@@ -87,11 +87,13 @@ class ChannelHost:
     """
 
     def __init__(self, channel: LandmarkChannel, db: Database, recorder: Recorder,
-                 liftoffs: LiftoffLog | None = None):
+                 liftoffs: LiftoffLog | None = None,
+                 liftoff_unavailable: Callable[[], str] = lambda: ""):
         self.channel = channel
         self.db = db
         self.recorder = recorder
         self.liftoffs = liftoffs
+        self._liftoff_unavailable = liftoff_unavailable
 
     @property
     def is_open(self) -> bool:
@@ -133,6 +135,11 @@ class ChannelHost:
     def liftoff_after(self, clock_time: float) -> float | None:
         return None if self.liftoffs is None else self.liftoffs.after(clock_time)
 
+    def liftoff_unavailable(self) -> str:
+        if self.liftoffs is None:
+            return "no live attempt detector runs"
+        return self._liftoff_unavailable()
+
 
 class GhostService:
     """The ghost players of one daemon, one per viewer channel that asked for a ghost.
@@ -140,15 +147,19 @@ class GhostService:
     Args:
         db: the session catalog. recorder: the recorder (for ``arm``).
         attempt_events: the live attempt detector's events (for ``arm`` at ``lift-off``);
-            None: no detector, a lift-off arm then waits for ever.
+            None: no detector, a lift-off arm is refused (``ghost-no-liftoff``).
+        liftoff_unavailable: why the detector sees no climber now (e.g. live pose off), or
+            "": a lift-off arm is refused while it says why.
 
     Call :meth:`close` at shutdown (after the HTTP server stopped, before the live view).
     """
 
     def __init__(self, db: Database, recorder: Recorder,
-                 attempt_events: AttemptEvents | None = None):
+                 attempt_events: AttemptEvents | None = None,
+                 liftoff_unavailable: Callable[[], str] = lambda: ""):
         self.db = db
         self.recorder = recorder
+        self.liftoff_unavailable = liftoff_unavailable
         self.liftoffs: LiftoffLog | None = None
         self._unsubscribe: Callable[[], None] | None = None
         if attempt_events is not None:
@@ -164,7 +175,7 @@ class GhostService:
         player = self.players.get(channel)
         if player is None or player._closed:
             player = GhostPlayer(ChannelHost(channel, self.db, self.recorder,
-                                             self.liftoffs))
+                                             self.liftoffs, self.liftoff_unavailable))
             self.players[channel] = player
             self.created += 1
             channel.channel.on("close", player.close)

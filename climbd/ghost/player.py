@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
 from pydantic import ValidationError
 
 from climbd.errors import SessionNotFound, StorageError
@@ -103,6 +102,11 @@ class GhostHost(Protocol):
         None (none yet, or no detector)."""
         ...
 
+    def liftoff_unavailable(self) -> str:
+        """Why no live lift-off can be seen (live pose off or failed), or "" when the live
+        attempt detector runs."""
+        ...
+
 
 #: Seconds of rows loaded at a time.
 WINDOW_S = 10.0
@@ -120,6 +124,11 @@ ERRORS_PER_S = 5.0
 
 class NoAttempt(ValueError):
     """The ghost session has no attempt of the index asked for (``ghost-no-attempt``)."""
+
+
+class NoLiftoff(ValueError):
+    """Nothing sees the live climber leave the ground: live pose is off or failed
+    (``ghost-no-liftoff``)."""
 
 
 @dataclass(slots=True)
@@ -356,7 +365,7 @@ class GhostPlayer:
         assert p is not None
         self.armed = False
         r.liftoff = liftoff
-        r.since = float(np.nextafter(liftoff, math.inf))
+        r.since = math.nextafter(liftoff, math.inf)
         r.races += 1
         r.done = False
         p.start_at(liftoff, r.start_s)
@@ -538,6 +547,8 @@ class GhostPlayer:
             self._reply_error("ghost-not-found", f"cannot play the ghost: {exc}", ctl.seq)
         except NoAttempt as exc:
             self._reply_error("ghost-no-attempt", str(exc), ctl.seq)
+        except NoLiftoff as exc:
+            self._reply_error("ghost-no-liftoff", str(exc), ctl.seq)
         except ValueError as exc:
             self._reply_error("ghost-invalid", str(exc), ctl.seq)
         except StorageError as exc:
@@ -552,8 +563,12 @@ class GhostPlayer:
         """The race of attempt ``index`` of the session, armed at clock time ``now`` (s).
 
         Raises:
-            NoAttempt: the session has no such attempt. SessionNotFound, StorageError.
+            NoLiftoff: no live lift-off can be seen. NoAttempt: the session has no such
+            attempt. SessionNotFound, StorageError.
         """
+        why = self.host.liftoff_unavailable()
+        if why:
+            raise NoLiftoff(f"the ghost cannot start at lift-off: {why}")
         found = await self.host.attempts(session_id)
         if not found:
             raise NoAttempt(f"session {session_id} has no attempt to race: nobody leaves the "

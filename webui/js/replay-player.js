@@ -166,7 +166,11 @@ export class RecordedPlayer extends EventTarget {
         && Boolean(this.poses.windows.get(this.poses.key(this.times[i])).chunk) };
     this.poses.prefetch(this.times[i], this.direction);
     if (this.video.seeking) { this.queued = i; return; }
-    if (this.shown && this.shown.index === i && !this.playing) { this.render(); return; }
+    if (this.shown && this.shown.index === i && !this.playing) { // already on screen
+      this.target = null;
+      this.render();
+      return;
+    }
     this.video.currentTime = this.midTime(i);
   }
 
