@@ -61,6 +61,10 @@ async def ready(page, name: str) -> None:
         await page.evaluate("() => window.replay.player.seekFrame(120)")
         await wait_js(page, "() => window.replay.player.shown.index === 120"
                       " && window.replay.player.overlay.last", timeout=20)
+    elif name == "ghost":
+        with contextlib.suppress(AssertionError):  # else show what there is
+            await wait_js(page, "() => window.replay && window.replay.ghost"
+                          " && window.replay.ghost.stats.liveFrames > 5", timeout=25)
     elif name == "compare":
         await wait_js(page, "() => window.compare && window.compare.ready", timeout=30)
     elif name == "settings":

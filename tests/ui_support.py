@@ -29,6 +29,7 @@ PAGES = {
     "delayed": "/?mode=delayed",
     "sessions": "/ui/sessions.html",
     "replay": "/ui/replay.html?id=2",
+    "ghost": "/ui/replay.html?id=2&mode=ghost",  # the replay page's ghost over live
     "compare": "/ui/compare.html?a=1&b=2",
     "settings": "/ui/settings.html",
     "pair": "/pair",
