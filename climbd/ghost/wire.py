@@ -52,8 +52,8 @@ with ``"repeat": true``, goes back to ``start_s`` and waits for the next lift-of
 live attempt races the same ghost attempt; a lift-off during a race restarts it). A race
 does not loop. A session without that attempt is refused with an ``error`` of code
 ``ghost-no-attempt``, and a lift-off arm while live pose is off or failed (nothing could
-see the climber leave the ground) with ``ghost-no-liftoff``; nothing else changes. Any control but ``speed`` and ``state`` ends
-an ``arm`` of either kind (and a race).
+see the climber leave the ground) with ``ghost-no-liftoff``; nothing else changes. Any
+control but ``speed`` and ``state`` ends an ``arm`` of either kind (and a race).
 
 Server → client: ``ghost_state`` (after every control and every second while a ghost is
 loaded: the data channel is lossy, so state is repeated rather than acknowledged once) and
