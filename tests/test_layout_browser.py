@@ -7,7 +7,7 @@ tidy at 1280x800, 800x1280 and 390x844, in headless Chromium against a real ``cl
 - no button's name is cut off, no panel overflows sideways, every target is big enough;
 - the picture keeps most of the screen (the whole height beside a landscape panel that needs
   no scrolling);
-- the ghost's toggles take one more toggle without breaking any of that;
+- the ghost's four toggles (At lift-off among them) keep all of that;
 - on compare the metrics table is on screen without scrolling at 1280x800 and 800x1280.
 """
 
@@ -85,13 +85,6 @@ async def _tidy(page: Any, panel: str, stage: str, size: str, what: str) -> dict
     return got
 
 
-async def _add_toggle(page: Any) -> None:
-    """One more ghost toggle beside "With next recording" (as the lift-off one will be)."""
-    await page.evaluate("""() => { const b = document.getElementById('ghost-loop').cloneNode(true);
-        b.id = 'ghost-extra'; b.textContent = 'At lift-off';
-        document.getElementById('ghost-arm').after(b); }""")
-
-
 @ui.inner
 @pytest.mark.parametrize("size", list(ui.SIZES))
 async def test_inner_replay_and_ghost_panels_are_tidy(daemon: ui.UiDaemon, chromium: Any,
@@ -101,19 +94,17 @@ async def test_inner_replay_and_ghost_panels_are_tidy(daemon: ui.UiDaemon, chrom
     errors = ui.collect_errors(page)
     await page.goto(daemon.base + "/ui/replay.html?id=2")
     await ui.wait_js(page, "() => window.replay.player && window.replay.player.shown", 30)
-    await page.wait_for_timeout(300)  # late layout (fonts, the health banner)
+    await ui.settled(page)  # late layout (fonts, the health banner)
     # the previous-attempt link is part of the actions row when the session has attempts
     await _tidy(page, "#replay-controls", "#stage", size, "replay")
     assert await page.locator("#compare-prev").is_visible()
     await page.locator("#mode-ghost").dispatch_event("click")
     await ui.wait_js(page, "() => !document.getElementById('ghost-controls').hidden", 20)
-    await page.wait_for_timeout(300)
+    await ui.settled(page)
+    # four toggles: Loop, With next recording, At lift-off, Live skeleton
+    toggles = page.locator("#ghost-controls .toggles > button")
+    assert await toggles.count() == 4 and await page.locator("#ghost-liftoff").is_visible()
     await _tidy(page, "#ghost-controls", "#stage", size, "replay ghost")
-    if not await page.locator("#ghost-extra, #ghost-liftoff").count():
-        await _add_toggle(page)
-    await page.wait_for_timeout(100)
-    await _tidy(page, "#ghost-controls", "#stage", size, "replay ghost, four toggles")
-    assert await page.locator("#ghost-controls .toggles > button").count() >= 4
     assert not errors, errors
     await ctx.close()
 
@@ -127,7 +118,7 @@ async def test_inner_compare_panel_is_tidy_with_the_metrics_on_screen(
     errors = ui.collect_errors(page)
     await page.goto(daemon.base + "/ui/compare.html?a=1&b=2")
     await ui.wait_js(page, "() => window.compare && window.compare.ready", 30)
-    await page.wait_for_timeout(300)
+    await ui.settled(page)
     for mode in ("side", "over"):
         # a click event, not a tap: a tapped button stays :active (scaled) in headless Chromium
         await page.locator(f"#mode-{mode}").dispatch_event("click")

@@ -198,6 +198,16 @@ def collect_errors(page: Any) -> list[str]:
     return errors
 
 
+async def settled(page: Any, timeout: float = 30.0) -> None:
+    """Wait for the page's late layout instead of a fixed sleep: its web fonts loaded, the
+    shell's first ``/api/health`` answered (so its banner is decided, shown or not), then
+    two animation frames (style and layout have run since)."""
+    await wait_js(page, """() => document.fonts.status === 'loaded' && window.climbdShell
+                    && window.climbdShell.health !== null""", timeout)
+    await page.evaluate("""() => new Promise((done) =>
+        requestAnimationFrame(() => requestAnimationFrame(done)))""")
+
+
 async def layout_problems(page: Any) -> dict[str, Any]:
     """What breaks the layout rules on the page as shown: horizontal overflow, and visible
     buttons/links/inputs smaller than the target size (64 px on tablets, 48 on phones)."""
@@ -226,5 +236,5 @@ async def layout_problems(page: Any) -> dict[str, Any]:
 
 __all__ = ["IN_NETNS", "PAGES", "SIZES", "UiDaemon", "browser", "browser_fixture",
            "collect_errors", "inner", "inner_tests", "layout_problems", "netns_available",
-           "netns_suite", "paired_context", "rerun_in_netns", "start_ui_daemon",
+           "netns_suite", "paired_context", "rerun_in_netns", "settled", "start_ui_daemon",
            "ui_daemon_fixture", "wait_js"]
