@@ -36,6 +36,7 @@ from tests.ui_support import (
     layout_problems,
     netns_suite,
     paired_context,
+    settled,
     ui_daemon_fixture,
     wait_js,
 )
@@ -82,7 +83,7 @@ async def test_inner_every_page_fits_every_size(daemon: UiDaemon, chromium: Any)
                 await wait_js(page, "() => window.replay.player && window.replay.player.shown")
             if name == "sessions":
                 await wait_js(page, "() => document.querySelectorAll('#list li').length >= 4")
-            await page.wait_for_timeout(300)  # late layout (fonts, the health banner)
+            await settled(page)  # late layout (fonts, the health banner)
             got = await layout_problems(page)
             report[f"{name}@{size}"] = got
             assert got["scrollWidth"] <= got["innerWidth"], (name, size, got)
