@@ -27,10 +27,14 @@
     │   ├── UnknownViewer           no live session with that id (ended, or never existed)
     │   ├── CandidateError          a trickle-ICE fragment cannot be applied
     │   └── DelayOutOfRange         a delayed view of a delay the buffer cannot give
+    ├── GhostError                  a ghost control that cannot be carried out (data channel)
+    │   ├── NoAttempt               the ghost session has no attempt of the index asked for
+    │   └── NoLiftoff               an arm at lift-off while live pose is off or failed
     └── GpioError                   a GPIO chip or line cannot be opened or requested
 
 Every module raises these and none knows about HTTP: :data:`climbd.api.status.STATUS` is
-the one table that maps them to HTTP statuses.
+the one table that maps them to HTTP statuses. Errors with a ``code`` carry the code of the
+reply that names them (the WHEP problem body, or a data channel's ``error`` message).
 """
 
 from __future__ import annotations
@@ -193,6 +197,26 @@ class DelayOutOfRange(LiveViewError):
     (``recording.buffer_s``), or there is no buffer."""
 
     code = "delay-out-of-range"
+
+
+class GhostError(ClimbdError):
+    """A ghost control (data-channel ``ghost`` message) that cannot be carried out; the
+    player answers with an ``error`` message of :attr:`code` and changes nothing."""
+
+    code = "ghost-invalid"
+
+
+class NoAttempt(GhostError):
+    """The ghost session has no attempt of the index an arm at lift-off asked for."""
+
+    code = "ghost-no-attempt"
+
+
+class NoLiftoff(GhostError):
+    """An arm at lift-off while nothing can see the live climber leave the ground (live
+    pose off or failed)."""
+
+    code = "ghost-no-liftoff"
 
 
 class GpioError(ClimbdError):

@@ -25,7 +25,7 @@ from typing import Any
 
 from climbd import workers
 from climbd.config import PoseConfig
-from climbd.errors import SessionNotFound, StorageError
+from climbd.errors import SessionNotFound
 from climbd.storage import Database, SessionRecord
 from climbd.storage.backfill import BackfillStore
 
@@ -200,18 +200,10 @@ class PoseBackfill:
                     self.fps = (self.frames_done - start) / elapsed if elapsed > 0 else 0.0
                 elif kind in ("done", "error"):
                     final = event
-        except (SessionNotFound, StorageError):
-            with contextlib.suppress(Exception):
-                proc.stdin.close()
-            raise
         finally:
-            if final.get("event") == "cancelled":
-                await workers.stop(proc, _STOP_GRACE_S)
-            else:   # it said done/error: let it exit by itself (same grace, then kill)
-                try:
-                    await asyncio.wait_for(proc.wait(), _STOP_GRACE_S)
-                except asyncio.TimeoutError:
-                    await workers.stop(proc, 0)
+            # done/error: it exits by itself (stdin EOF changes nothing then); otherwise EOF
+            # asks it to stop at the next frame
+            await workers.stop(proc, _STOP_GRACE_S)
             stderr = (await stderr_task).decode(errors="replace").strip()
             if stderr and proc.returncode not in (0, 3):
                 log.warning("backfill worker stderr: %s", stderr[-2000:])

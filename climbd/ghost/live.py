@@ -61,10 +61,12 @@ class LiftoffLog:
     Args:
         keep: how many lift-offs are kept (an armed player asks about the last second or so;
             a few dozen cover any delay in between).
+        unavailable: why the detector sees no climber now (e.g. live pose off), or "".
     """
 
-    def __init__(self, keep: int = 32):
+    def __init__(self, keep: int = 32, unavailable: Callable[[], str] = lambda: ""):
         self.times: deque[float] = deque(maxlen=keep)
+        self.unavailable = unavailable
 
     def on_event(self, event: LiveAttemptEvent) -> None:
         """An :class:`~climbd.attempt_service.EventHub` callback: keep a start's ``t``."""
@@ -87,13 +89,11 @@ class ChannelHost:
     """
 
     def __init__(self, channel: LandmarkChannel, db: Database, recorder: Recorder,
-                 liftoffs: LiftoffLog | None = None,
-                 liftoff_unavailable: Callable[[], str] = lambda: ""):
+                 liftoffs: LiftoffLog | None = None):
         self.channel = channel
         self.db = db
         self.recorder = recorder
         self.liftoffs = liftoffs
-        self._liftoff_unavailable = liftoff_unavailable
 
     @property
     def is_open(self) -> bool:
@@ -138,7 +138,7 @@ class ChannelHost:
     def liftoff_unavailable(self) -> str:
         if self.liftoffs is None:
             return "no live attempt detector runs"
-        return self._liftoff_unavailable()
+        return self.liftoffs.unavailable()
 
 
 class GhostService:
@@ -159,11 +159,10 @@ class GhostService:
                  liftoff_unavailable: Callable[[], str] = lambda: ""):
         self.db = db
         self.recorder = recorder
-        self.liftoff_unavailable = liftoff_unavailable
         self.liftoffs: LiftoffLog | None = None
         self._unsubscribe: Callable[[], None] | None = None
         if attempt_events is not None:
-            self.liftoffs = LiftoffLog()
+            self.liftoffs = LiftoffLog(unavailable=liftoff_unavailable)
             self._unsubscribe = attempt_events.subscribe(self.liftoffs.on_event)
         self.players: weakref.WeakKeyDictionary[LandmarkChannel, GhostPlayer] = (
             weakref.WeakKeyDictionary())
@@ -174,8 +173,7 @@ class GhostService:
         """The channel's player (a new one at the first ghost message, ended with it)."""
         player = self.players.get(channel)
         if player is None or player._closed:
-            player = GhostPlayer(ChannelHost(channel, self.db, self.recorder,
-                                             self.liftoffs, self.liftoff_unavailable))
+            player = GhostPlayer(ChannelHost(channel, self.db, self.recorder, self.liftoffs))
             self.players[channel] = player
             self.created += 1
             channel.channel.on("close", player.close)

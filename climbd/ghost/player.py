@@ -27,13 +27,13 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from climbd.errors import SessionNotFound, StorageError
+from climbd.errors import GhostError, NoAttempt, NoLiftoff, SessionNotFound, StorageError
 from climbd.ghost.pacer import Due, GhostPacer, check_speed
 from climbd.ghost.wire import GhostControl, pack_ghost
 from climbd.security.ratelimit import TokenBucket
 from climbd.storage.posecodec import PoseSeries
 
-__all__ = ["GhostHost", "GhostPlayer", "GhostSession", "NoAttempt", "Race"]
+__all__ = ["GhostHost", "GhostPlayer", "GhostSession", "Race"]
 
 log = logging.getLogger(__name__)
 
@@ -122,15 +122,6 @@ MAX_QUEUED_CONTROLS = 32
 ERRORS_PER_S = 5.0
 
 
-class NoAttempt(ValueError):
-    """The ghost session has no attempt of the index asked for (``ghost-no-attempt``)."""
-
-
-class NoLiftoff(ValueError):
-    """Nothing sees the live climber leave the ground: live pose is off or failed
-    (``ghost-no-liftoff``)."""
-
-
 @dataclass(slots=True)
 class Race:
     """An ``arm`` at lift-off: which ghost attempt races the live climber, and its progress.
@@ -187,8 +178,6 @@ class GhostPlayer:
         self.session: GhostSession | None = None
         self.pacer: GhostPacer | None = None
         self.armed = False
-        #: how the ghost was armed: "recording", "lift-off" (kept while a race plays), None
-        self.arm_at: str | None = None
         #: the lift-off race, when armed at lift-off
         self.race: Race | None = None
         self.aligned_to: int | None = None
@@ -206,6 +195,14 @@ class GhostPlayer:
         self._last_state_at = -math.inf
         self._last_state: str | None = None
         self._error_bucket = TokenBucket(ERRORS_PER_S, ERRORS_PER_S, clock())
+
+    @property
+    def arm_at(self) -> str | None:
+        """How the ghost waits or plays: "lift-off" (a race, waiting or running),
+        "recording" (armed for the next recording), else None."""
+        if self.race is not None:
+            return "lift-off"
+        return "recording" if self.armed else None
 
     # -- control (synchronous entry point) ---------------------------------------------------
     def control(self, message: dict[str, Any]) -> dict[str, Any] | None:
@@ -508,7 +505,6 @@ class GhostPlayer:
                                  "is loaded)")
             if ctl.action == "arm":
                 self.armed = True
-                self.arm_at = ctl.at or "recording"
                 self.race = race
                 self.aligned_to = None
                 p.pause(now)
@@ -545,10 +541,8 @@ class GhostPlayer:
                 self._send_still()
         except SessionNotFound as exc:
             self._reply_error("ghost-not-found", f"cannot play the ghost: {exc}", ctl.seq)
-        except NoAttempt as exc:
-            self._reply_error("ghost-no-attempt", str(exc), ctl.seq)
-        except NoLiftoff as exc:
-            self._reply_error("ghost-no-liftoff", str(exc), ctl.seq)
+        except GhostError as exc:
+            self._reply_error(exc.code, str(exc), ctl.seq)
         except ValueError as exc:
             self._reply_error("ghost-invalid", str(exc), ctl.seq)
         except StorageError as exc:
@@ -556,7 +550,6 @@ class GhostPlayer:
 
     def _disarm(self) -> None:
         self.armed = False
-        self.arm_at = None
         self.race = None
 
     async def _race(self, session_id: int, index: int, repeat: bool, now: float) -> Race:
