@@ -20,8 +20,6 @@ import json
 import signal
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -29,17 +27,17 @@ import numpy as np
 import pytest
 
 from tests.ui_support import (
-    IN_NETNS,
     PAGES,
     SIZES,
     UiDaemon,
-    browser,
+    browser_fixture,
     collect_errors,
+    inner,
     layout_problems,
-    netns_available,
+    netns_suite,
     paired_context,
-    rerun_in_netns,
-    start_ui_daemon,
+    settled,
+    ui_daemon_fixture,
     wait_js,
 )
 
@@ -48,31 +46,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.timing]  # wall-clock rates and d
 ADMIN_PIN = "24681357"
 
 
-@pytest.mark.skipif(IN_NETNS, reason="already inside the namespace")
-@pytest.mark.timeout(1800)  # 9 browser tests, two exports, a daemon restart
-def test_app_shell_suite_in_a_private_network_namespace(tmp_path: Path) -> None:
-    why = netns_available()
-    if why:
-        pytest.skip(why)
-    rerun_in_netns(Path(__file__), tmp_path, timeout=1700)
-
-
-inner = pytest.mark.skipif(not IN_NETNS, reason="runs inside the network namespace only")
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiDaemon]:
-    if not IN_NETNS:
-        pytest.skip("inner")
-    d = start_ui_daemon(tmp_path_factory.mktemp("shell"), pose=True)
-    yield d
-    d.stop()
-
-
-@pytest.fixture
-async def chromium() -> AsyncIterator[Any]:
-    async with browser() as b:
-        yield b
+test_app_shell_suite_in_a_private_network_namespace = netns_suite(
+    __file__, timeout=1740)  # 9 browser tests, two exports, a daemon restart
+daemon = ui_daemon_fixture("shell", pose=True)
+chromium = browser_fixture()
 
 
 async def _tap(page: Any, selector: str) -> None:
@@ -106,7 +83,7 @@ async def test_inner_every_page_fits_every_size(daemon: UiDaemon, chromium: Any)
                 await wait_js(page, "() => window.replay.player && window.replay.player.shown")
             if name == "sessions":
                 await wait_js(page, "() => document.querySelectorAll('#list li').length >= 4")
-            await page.wait_for_timeout(300)  # late layout (fonts, the health banner)
+            await settled(page)  # late layout (fonts, the health banner)
             got = await layout_problems(page)
             report[f"{name}@{size}"] = got
             assert got["scrollWidth"] <= got["innerWidth"], (name, size, got)

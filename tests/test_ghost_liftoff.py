@@ -78,9 +78,9 @@ async def test_armed_at_liftoff_the_ghost_attempt_starts_with_the_live_liftoff(
     host = LiftoffHost({5: (full, 10.0)}, {5: [(0.4, 1.0), (start_s, end_s)]})
     clock = FakeClock(1000.0)
     player = GhostPlayer(host, clock=clock)
-    host.lift_off(999.6)  # reported after the arm, but the climber left before it: ignored
     _arm(player, session_id=5, attempt=1, speed=speed, seq=1)
     await _until(lambda: any(s["state"] == "armed" for s in host.states()))
+    host.lift_off(999.6)  # reported after the arm, but the climber left before it: ignored
     armed = host.states()[-1]
     assert armed["arm_at"] == "lift-off" and armed["t"] == pytest.approx(start_s)
     assert armed["race"] == {"attempt": 1, "start_s": start_s, "end_s": end_s,

@@ -7,60 +7,24 @@ tidy at 1280x800, 800x1280 and 390x844, in headless Chromium against a real ``cl
 - no button's name is cut off, no panel overflows sideways, every target is big enough;
 - the picture keeps most of the screen (the whole height beside a landscape panel that needs
   no scrolling);
-- the ghost's toggles take one more toggle without breaking any of that;
+- the ghost's four toggles (At lift-off among them) keep all of that;
 - on compare the metrics table is on screen without scrolling at 1280x800 and 800x1280.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.ui_support import (
-    IN_NETNS,
-    SIZES,
-    UiDaemon,
-    browser,
-    collect_errors,
-    layout_problems,
-    netns_available,
-    paired_context,
-    rerun_in_netns,
-    start_ui_daemon,
-    wait_js,
-)
+from tests import ui_support as ui
 
 pytestmark = [pytest.mark.browser]
 
-
-@pytest.mark.skipif(IN_NETNS, reason="already inside the namespace")
-@pytest.mark.timeout(900)
-def test_layout_suite_in_a_private_network_namespace(tmp_path: Path) -> None:
-    why = netns_available()
-    if why:
-        pytest.skip(why)
-    rerun_in_netns(Path(__file__), tmp_path, timeout=850, inner_timeout=600)
-
-
-inner = pytest.mark.skipif(not IN_NETNS, reason="runs inside the network namespace only")
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiDaemon]:
-    if not IN_NETNS:
-        pytest.skip("inner")
-    d = start_ui_daemon(tmp_path_factory.mktemp("layout"), pose=False)
-    yield d
-    d.stop()
-
-
-@pytest.fixture
-async def chromium() -> AsyncIterator[Any]:
-    async with browser() as b:
-        yield b
+test_layout_suite_in_a_private_network_namespace = ui.netns_suite(
+    __file__, timeout=850, inner_timeout=600)
+daemon = ui.ui_daemon_fixture("layout", pose=False)
+chromium = ui.browser_fixture()
 
 
 #: What is untidy in the control panel ``panel`` (a CSS selector) as shown: per group, rows
@@ -109,7 +73,7 @@ async def _tidy(page: Any, panel: str, stage: str, size: str, what: str) -> dict
     assert not got["ragged"], (what, size, got["ragged"])
     assert not got["cut"], (what, size, got["cut"])
     assert not got["sideways"], (what, size)
-    shell = await layout_problems(page)
+    shell = await ui.layout_problems(page)
     assert shell["scrollWidth"] <= shell["innerWidth"], (what, size, shell)
     assert not shell["small"], (what, size, shell["small"])
     share = got["stageHeight"] / got["innerHeight"]
@@ -121,53 +85,44 @@ async def _tidy(page: Any, panel: str, stage: str, size: str, what: str) -> dict
     return got
 
 
-async def _add_toggle(page: Any) -> None:
-    """One more ghost toggle beside "With next recording" (as the lift-off one will be)."""
-    await page.evaluate("""() => { const b = document.getElementById('ghost-loop').cloneNode(true);
-        b.id = 'ghost-extra'; b.textContent = 'At lift-off';
-        document.getElementById('ghost-arm').after(b); }""")
-
-
-@inner
-@pytest.mark.parametrize("size", list(SIZES))
-async def test_inner_replay_and_ghost_panels_are_tidy(daemon: UiDaemon, chromium: Any,
+@ui.inner
+@pytest.mark.parametrize("size", list(ui.SIZES))
+async def test_inner_replay_and_ghost_panels_are_tidy(daemon: ui.UiDaemon, chromium: Any,
                                                       size: str) -> None:
-    ctx = await paired_context(chromium, daemon, size, name=f"layout {size}")
+    ctx = await ui.paired_context(chromium, daemon, size, name=f"layout {size}")
     page = await ctx.new_page()
-    errors = collect_errors(page)
+    errors = ui.collect_errors(page)
     await page.goto(daemon.base + "/ui/replay.html?id=2")
-    await wait_js(page, "() => window.replay.player && window.replay.player.shown", 30)
-    await page.wait_for_timeout(300)  # late layout (fonts, the health banner)
+    await ui.wait_js(page, "() => window.replay.player && window.replay.player.shown", 30)
+    await ui.settled(page)  # late layout (fonts, the health banner)
     # the previous-attempt link is part of the actions row when the session has attempts
     await _tidy(page, "#replay-controls", "#stage", size, "replay")
     assert await page.locator("#compare-prev").is_visible()
     await page.locator("#mode-ghost").dispatch_event("click")
-    await wait_js(page, "() => !document.getElementById('ghost-controls').hidden", 20)
-    await page.wait_for_timeout(300)
+    await ui.wait_js(page, "() => !document.getElementById('ghost-controls').hidden", 20)
+    await ui.settled(page)
+    # four toggles: Loop, With next recording, At lift-off, Live skeleton
+    toggles = page.locator("#ghost-controls .toggles > button")
+    assert await toggles.count() == 4 and await page.locator("#ghost-liftoff").is_visible()
     await _tidy(page, "#ghost-controls", "#stage", size, "replay ghost")
-    if not await page.locator("#ghost-extra, #ghost-liftoff").count():
-        await _add_toggle(page)
-    await page.wait_for_timeout(100)
-    await _tidy(page, "#ghost-controls", "#stage", size, "replay ghost, four toggles")
-    assert await page.locator("#ghost-controls .toggles > button").count() >= 4
     assert not errors, errors
     await ctx.close()
 
 
-@inner
-@pytest.mark.parametrize("size", list(SIZES))
+@ui.inner
+@pytest.mark.parametrize("size", list(ui.SIZES))
 async def test_inner_compare_panel_is_tidy_with_the_metrics_on_screen(
-        daemon: UiDaemon, chromium: Any, size: str) -> None:
-    ctx = await paired_context(chromium, daemon, size, name=f"compare {size}")
+        daemon: ui.UiDaemon, chromium: Any, size: str) -> None:
+    ctx = await ui.paired_context(chromium, daemon, size, name=f"compare {size}")
     page = await ctx.new_page()
-    errors = collect_errors(page)
+    errors = ui.collect_errors(page)
     await page.goto(daemon.base + "/ui/compare.html?a=1&b=2")
-    await wait_js(page, "() => window.compare && window.compare.ready", 30)
-    await page.wait_for_timeout(300)
+    await ui.wait_js(page, "() => window.compare && window.compare.ready", 30)
+    await ui.settled(page)
     for mode in ("side", "over"):
         # a click event, not a tap: a tapped button stays :active (scaled) in headless Chromium
         await page.locator(f"#mode-{mode}").dispatch_event("click")
-        await wait_js(page, f"() => document.getElementById('page').dataset.mode === '{mode}'")
+        await ui.wait_js(page, f"() => document.getElementById('page').dataset.mode === '{mode}'")
         await _tidy(page, "#controls", "#stages", size, f"compare {mode}")
         metrics = await page.evaluate("""() => {
             const m = document.getElementById('metrics').getBoundingClientRect();

@@ -18,7 +18,7 @@ import re
 import signal
 import struct
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import pytest
 
 from tests import ui_support
 from tests.conftest import REPO, STEEPWALL, DaemonProcess, auth_headers
-from tests.ui_support import IN_NETNS, netns_available, rerun_in_netns
+from tests.ui_support import IN_NETNS, browser_fixture, inner, netns_suite
 
 pytestmark = [pytest.mark.browser, pytest.mark.timing]  # wall-clock rates and delays
 
@@ -47,16 +47,8 @@ TORSO = [11, 12, 23, 24]  # shoulders and hips
 # -- outer: run the inner tests in a private network namespace -------------------------------
 
 
-@pytest.mark.skipif(IN_NETNS, reason="already inside the namespace")
-@pytest.mark.timeout(1500)  # runs a whole suite (the inner tests have their own)
-def test_browser_suite_in_a_private_network_namespace(tmp_path: Path) -> None:
-    why = netns_available()
-    if why:
-        pytest.skip(why)
-    rerun_in_netns(Path(__file__), tmp_path, timeout=900, inner_timeout=600)
-
-
-inner = pytest.mark.skipif(not IN_NETNS, reason="runs inside the network namespace only")
+test_browser_suite_in_a_private_network_namespace = netns_suite(
+    __file__, timeout=900, inner_timeout=600)
 
 
 # -- inner fixtures ------------------------------------------------------------------------
@@ -87,10 +79,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Daemon]:
     d.stop()
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with ui_support.browser() as b:
-        yield b
+browser = browser_fixture("browser")
 
 
 async def _wait_js(page: Any, expression: str, timeout: float = 30.0) -> Any:

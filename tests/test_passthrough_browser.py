@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +19,17 @@ import pytest
 
 from tests import ui_support
 from tests.conftest import DaemonProcess, auth_headers
-from tests.rtsp_support import RtspCamera, need_rtsp_server, wait_for
-from tests.ui_support import IN_NETNS, netns_available, rerun_in_netns
+from tests.rtsp_support import RtspCamera, rtsp_server_available, wait_for
+from tests.ui_support import browser_fixture, inner, netns_suite
 
 pytestmark = pytest.mark.browser
 
 
-@pytest.mark.skipif(IN_NETNS, reason="already inside the namespace")
-@pytest.mark.timeout(1500)  # runs a whole suite (the inner tests have their own)
-def test_passthrough_in_chromium_in_a_private_network_namespace(tmp_path: Path) -> None:
-    why = netns_available(media=False)
-    if why:
-        pytest.skip(why)
-    need_rtsp_server()
-    rerun_in_netns(Path(__file__), tmp_path, timeout=900, inner_timeout=600)
+test_passthrough_in_chromium_in_a_private_network_namespace = netns_suite(
+    __file__, timeout=900, inner_timeout=600, media=False, also_needs=rtsp_server_available)
 
 
-inner = pytest.mark.skipif(not IN_NETNS, reason="runs inside the network namespace only")
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with ui_support.browser() as b:
-        yield b
+browser = browser_fixture("browser")
 
 
 async def _wait_js(page: Any, expression: str, timeout: float = 30.0) -> Any:

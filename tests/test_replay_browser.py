@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import ADMIN_TOKENS, http
+from tests.conftest import auth_headers, http
 from tests.replay_support import NAMES, Env, chromium, decode_frames, start_daemon, wait_js
 
 pytestmark = [pytest.mark.browser, pytest.mark.timing]  # wall-clock rates and delays
@@ -355,7 +355,7 @@ async def test_pose_being_analysed_shows_its_progress_without_moving_anything(
         _set_pose(env.state, sid, "backfilling", 94)  # 94 / 377 frames: 24 %
         async with chromium() as (browser, page, errors):
             sessions = await browser.new_page(viewport={"width": 390, "height": 844},
-                                              extra_http_headers=_auth())
+                                              extra_http_headers=auth_headers(env.base))
             await sessions.goto(f"{env.base}/ui/sessions.html")
             await wait_js(sessions, "(s) => document.querySelector(s)", arg=card_badge)
             assert (await sessions.text_content(card_badge) or "").endswith("24 %")
@@ -388,8 +388,3 @@ async def test_pose_being_analysed_shows_its_progress_without_moving_anything(
             assert not errors, errors
     finally:
         _set_pose(env.state, sid, "complete", before["frames_analyzed"])
-
-
-def _auth() -> dict[str, str]:
-    """The admin token header the pages of :func:`chromium` carry."""
-    return {"Authorization": f"Bearer {list(ADMIN_TOKENS.values())[-1]}"} if ADMIN_TOKENS else {}

@@ -13,8 +13,11 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.conftest import REPO, STEEPWALL, DaemonProcess, run_in_private_netns
 from tests.replay_support import CHROMIUM, copy_state, launch_chromium, wait_js
@@ -81,6 +84,33 @@ def rerun_in_netns(test_file: Path, tmp_path: Path, *, timeout: float = 1500,
                                 inner_timeout=inner_timeout)
 
 
+#: Marks a test that runs only inside the namespace (in the re-run of its file).
+inner = pytest.mark.skipif(not IN_NETNS, reason="runs inside the network namespace only")
+
+
+def netns_suite(test_file: str, *, timeout: float, inner_timeout: float = 900,
+                media: bool = True,
+                also_needs: Callable[[], str | None] | None = None) -> Callable[..., None]:
+    """The outer test of a browser suite: assign it to a ``test_*`` name in the test file
+    (``test_x_in_a_private_network_namespace = netns_suite(__file__, timeout=900)``). Outside
+    the namespace it skips when :func:`netns_available` (with ``media``) or ``also_needs``
+    (a check returning why not, or None) says the suite cannot run here, else re-runs the
+    file's ``test_inner_*`` tests with :func:`rerun_in_netns`. ``timeout`` bounds the whole
+    re-run, ``inner_timeout`` each inner test, in s (the outer test's own pytest-timeout is
+    ``timeout`` + 60 s)."""
+
+    @pytest.mark.skipif(IN_NETNS, reason="already inside the namespace")
+    @pytest.mark.timeout(timeout + 60)
+    def outer(tmp_path: Path) -> None:
+        why = netns_available(media=media) or (also_needs() if also_needs else None)
+        if why:
+            pytest.skip(why)
+        rerun_in_netns(Path(test_file), tmp_path, timeout=timeout, inner_timeout=inner_timeout)
+
+    outer.__doc__ = f"The test_inner_* tests of {Path(test_file).name}, in unshare -n."
+    return outer
+
+
 class UiDaemon(DaemonProcess):
     """``climbd run`` on a copy of the template with a looping clip as the camera; can be
     killed and started again on the same port (DaemonProcess.respawn)."""
@@ -116,6 +146,34 @@ def start_ui_daemon(root: Path, *, pose: bool = True, extra_config: str = "") ->
 browser = launch_chromium
 
 
+def ui_daemon_fixture(name: str, *, pose: bool, extra_config: str = "") -> Any:
+    """A module-scoped ``daemon`` fixture: a :class:`UiDaemon` (``pose``, ``extra_config``)
+    in a fresh temporary folder ``name``, started and stopped once per inner run; skips
+    outside the namespace. Assign it in the test file: ``daemon = ui_daemon_fixture(...)``."""
+
+    @pytest.fixture(scope="module", name="daemon")
+    def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiDaemon]:
+        if not IN_NETNS:
+            pytest.skip("inner")
+        d = start_ui_daemon(tmp_path_factory.mktemp(name), pose=pose, extra_config=extra_config)
+        yield d
+        d.stop()
+
+    return daemon
+
+
+def browser_fixture(name: str = "chromium") -> Any:
+    """A fixture ``name`` yielding a fresh :func:`browser` (a playwright ``Browser``) per
+    test. Assign it in the test file: ``chromium = browser_fixture()``."""
+
+    @pytest.fixture(name=name)
+    async def chromium() -> AsyncIterator[Any]:
+        async with browser() as b:
+            yield b
+
+    return chromium
+
+
 async def paired_context(b: Any, d: UiDaemon, size: str = "landscape", *,
                          name: str = "Wall tablet", storage: Any = None, **kw: Any) -> Any:
     """A browser context paired as a wall tablet (``storage``: reuse a saved pairing)."""
@@ -138,6 +196,16 @@ def collect_errors(page: Any) -> list[str]:
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     return errors
+
+
+async def settled(page: Any, timeout: float = 30.0) -> None:
+    """Wait for the page's late layout instead of a fixed sleep: its web fonts loaded, the
+    shell's first ``/api/health`` answered (so its banner is decided, shown or not), then
+    two animation frames (style and layout have run since)."""
+    await wait_js(page, """() => document.fonts.status === 'loaded' && window.climbdShell
+                    && window.climbdShell.health !== null""", timeout)
+    await page.evaluate("""() => new Promise((done) =>
+        requestAnimationFrame(() => requestAnimationFrame(done)))""")
 
 
 async def layout_problems(page: Any) -> dict[str, Any]:
@@ -166,6 +234,7 @@ async def layout_problems(page: Any) -> dict[str, Any]:
     }}""")
 
 
-__all__ = ["IN_NETNS", "PAGES", "SIZES", "UiDaemon", "browser", "collect_errors",
-           "inner_tests", "layout_problems", "netns_available", "paired_context",
-           "rerun_in_netns", "start_ui_daemon", "wait_js"]
+__all__ = ["IN_NETNS", "PAGES", "SIZES", "UiDaemon", "browser", "browser_fixture",
+           "collect_errors", "inner", "inner_tests", "layout_problems", "netns_available",
+           "netns_suite", "paired_context", "rerun_in_netns", "settled", "start_ui_daemon",
+           "ui_daemon_fixture", "wait_js"]
