@@ -38,6 +38,7 @@ const state = {
   recording: null,
   dragging: false,
   poseWatch: null, // watchPose() while the session's pose is being filled in
+  ghostTick: null, // requestAnimationFrame id of tickGhost while the ghost view is shown
 };
 
 // -- messages -------------------------------------------------------------------------------
@@ -367,8 +368,8 @@ function openGhost() {
       g.state.t = state.player.times[state.player.index]; // start where the replay was
     }
     $("ghost-total").textContent = formatClock(s.duration_s);
-    requestAnimationFrame(tickGhost);
   }
+  if (!state.ghostTick) state.ghostTick = requestAnimationFrame(tickGhost);
   state.ghost.start();
   startRecordingPoll();
 }
@@ -402,15 +403,16 @@ function showGhostState() {
     + (st.aligned_to ? ` · aligned with session ${st.aligned_to}` : "");
 }
 
+// The ghost's clock and timeline, every display frame while the ghost view is shown (the
+// loop ends when the page goes back to replay; openGhost starts it again).
 function tickGhost() {
   const g = state.ghost;
-  if (g && state.mode === "ghost") {
-    const t = g.position();
-    const d = g.state.duration || state.session.duration_s || 1;
-    $("ghost-clock").textContent = formatClock(t);
-    if (!state.ghostDragging) $("ghost-timeline").value = String(Math.round((t / d) * 1000));
-  }
-  requestAnimationFrame(tickGhost);
+  if (!g || state.mode !== "ghost") { state.ghostTick = null; return; }
+  const t = g.position();
+  const d = g.state.duration || state.session.duration_s || 1;
+  $("ghost-clock").textContent = formatClock(t);
+  if (!state.ghostDragging) $("ghost-timeline").value = String(Math.round((t / d) * 1000));
+  state.ghostTick = requestAnimationFrame(tickGhost);
 }
 
 function wireGhostControls() {
