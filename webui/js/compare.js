@@ -52,7 +52,8 @@ function attemptLabel(s, i) {
     month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
   if (!a) return `${s.name} · whole session · ${when}`;
   const d = a.duration_s !== null && a.duration_s !== undefined ? formatDuration(a.duration_s) : "to the end";
-  return `${s.name} · attempt ${i + 1} · ${d} · ${when}`;
+  // name and number first, short: a narrow picker still shows which attempt it is
+  return `${s.name} #${i + 1} · ${d} · ${when}`;
 }
 
 /** Attempts of recent sessions, newest first: [{session, index}]. */

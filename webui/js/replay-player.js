@@ -166,7 +166,10 @@ export class RecordedPlayer extends EventTarget {
         && Boolean(this.poses.windows.get(this.poses.key(this.times[i])).chunk) };
     this.poses.prefetch(this.times[i], this.direction);
     if (this.video.seeking) { this.queued = i; return; }
-    if (this.shown && this.shown.index === i && !this.playing) { // already on screen
+    // already on screen, and no finished seek elsewhere is about to present its frame (between
+    // "seeked" and its video-frame callback, `shown` is still the old frame)
+    if (this.shown && this.shown.index === i && !this.playing
+        && this.indexAt(this.video.currentTime) === i) {
       this.target = null;
       this.render();
       return;

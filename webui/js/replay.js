@@ -220,11 +220,9 @@ function showFrame(index) {
 // (the last one started at or before the frame) against the one before it.
 function showCompareLink(t) {
   const link = $("compare-prev");
-  const attempts = (state.session && state.session.attempts) || [];
-  if (!link || !attempts.length) return;
-  let i = 0;
-  attempts.forEach((a, k) => { if (a.start_s <= t + 1e-3) i = k; });
-  link.href = `/ui/compare.html?a=${state.session.id}&at=${i}`;
+  if (!link || !((state.session && state.session.attempts) || []).length) return;
+  const href = `/ui/compare.html?a=${state.session.id}&at=${attemptAt(t)}`;
+  if (link.getAttribute("href") !== href) link.href = href; // per frame: write on change only
   link.hidden = false;
 }
 
