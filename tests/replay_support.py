@@ -176,6 +176,15 @@ async def wait_js(page: Any, fn: str, timeout: float = 30.0, arg: Any = None) ->
     raise AssertionError(f"timed out after {timeout} s waiting for {fn} (last {last!r})")
 
 
+#: JavaScript ``(p) => {...}`` over a web UI ``RecordedPlayer`` (webui/js/replay-player.js;
+#: ``window.replay.player``, ``window.compare.A.player``): what it shows, seeks to, has drawn
+#: and waits for, for the message of a test that timed out waiting for it to settle.
+PLAYER_STATE = """(p) => ({ shown: p.shown && p.shown.index, target: p.target, queued: p.queued,
+    drawn: p.overlay.last && p.overlay.last.frameTs, waitingPose: p.waitingPose,
+    seeking: p.video.seeking, paused: p.video.paused, currentTime: p.video.currentTime,
+    readyState: p.video.readyState, fallbacks: p.stats.seekedFallbacks })"""
+
+
 @contextlib.asynccontextmanager
 async def launch_chromium() -> AsyncIterator[Any]:
     """A headless Debian Chromium (``/usr/bin/chromium`` with :data:`FLAGS`, never a

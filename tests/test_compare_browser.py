@@ -24,7 +24,7 @@ import pytest
 
 from tests.attempts_support import empty_wall_clip
 from tests.conftest import STEEPWALL, http
-from tests.replay_support import NAMES, Env, chromium, start_daemon, wait_js
+from tests.replay_support import NAMES, PLAYER_STATE, Env, chromium, start_daemon, wait_js
 
 pytestmark = pytest.mark.browser
 
@@ -133,17 +133,8 @@ SETTLED = """() => {
 }"""
 
 
-STATE = """() => {
-  const c = window.compare;
-  const one = (side) => {
-    const p = side.player;
-    return { shown: p.shown && p.shown.index, target: p.target, queued: p.queued,
-             seeking: p.video.seeking, paused: p.video.paused, currentTime: p.video.currentTime,
-             drawnFor: p.overlay.last && p.overlay.last.frameTs, waitingPose: p.waitingPose,
-             fallbacks: p.stats.seekedFallbacks };
-  };
-  return c && c.ready ? { A: one(c.A), B: one(c.B) } : null;
-}"""
+STATE = f"""() => {{ const c = window.compare, one = {PLAYER_STATE};
+  return c && c.ready ? {{ A: one(c.A.player), B: one(c.B.player) }} : null; }}"""
 
 
 async def _settled(page: Any) -> dict[str, Any]:

@@ -24,7 +24,15 @@ import numpy as np
 import pytest
 
 from tests.conftest import auth_headers, http
-from tests.replay_support import NAMES, Env, chromium, decode_frames, start_daemon, wait_js
+from tests.replay_support import (
+    NAMES,
+    PLAYER_STATE,
+    Env,
+    chromium,
+    decode_frames,
+    start_daemon,
+    wait_js,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timing]  # wall-clock rates and delays
 
@@ -64,12 +72,7 @@ async def _shown(page: Any, index: int) -> dict[str, Any]:
                    && p.overlay.last.frameTs === i && p.waitingPose === null
                    && !p.video.seeking; }""", arg=index)
     except AssertionError:
-        state = await page.evaluate("""() => { const p = window.replay.player;
-            return {shown: p.shown && p.shown.index,
-                    drawn: p.overlay.last && p.overlay.last.frameTs,
-                    waitingPose: p.waitingPose, seeking: p.video.seeking,
-                    currentTime: p.video.currentTime, paused: p.video.paused,
-                    readyState: p.video.readyState}; }""")
+        state = await page.evaluate(f"() => ({PLAYER_STATE})(window.replay.player)")
         raise AssertionError(f"frame {index} never settled on screen: {state}") from None
     return await page.evaluate(SNAPSHOT)
 
