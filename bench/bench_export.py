@@ -136,7 +136,7 @@ async def _interleaved(pipeline: Pipeline, runner: ExportRunner, window: float,
         await asyncio.sleep(slice_s)
         m = meter.stop()
         runner.priority = runner.priority or runner.manager.status()["priority"] or None
-        inference[state] += list(pipeline._inference_ms)
+        inference[state] += list(pipeline.inference_ms)
         if state == "on":
             exported += runner.frames() - f0
         acc = sums[state]

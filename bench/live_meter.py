@@ -64,12 +64,12 @@ class Meter:
 
     def _now(self) -> dict[str, float]:
         return {"t": time.monotonic(), "pose": self.p.pose_results,
-                "frames": self.p.capture.frames, "skipped": self.p._pose_slot.overwritten,
+                "frames": self.p.capture.frames, "skipped": self.p.pose_skipped,
                 "dropped": self.p.video_dropped, "encoded": self.p.encoder.frames}
 
     def start(self) -> None:
         self._start = self._now()
-        self.p._inference_ms.clear()
+        self.p.inference_ms.clear()
 
     def stop(self) -> dict[str, Any]:
         """Figures since :meth:`start`: rates per second, counts, inference ms p50/p95, and
@@ -77,7 +77,7 @@ class Meter:
         end = self._now()
         dt = end["t"] - self._start["t"]
         d = {k: end[k] - self._start[k] for k in end}
-        inf = list(self.p._inference_ms)
+        inf = list(self.p.inference_ms)
         return {
             "raw": {"seconds": dt, "pose": d["pose"], "frames": d["frames"],
                     "skipped": d["skipped"], "dropped": d["dropped"]},

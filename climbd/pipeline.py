@@ -179,9 +179,17 @@ class Pipeline:
         self.last_pose_at: float | None = None   # monotonic time the last result came out
         self.pose_results = 0
         self.pose_detected = 0
-        self._inference_ms: deque[float] = deque(maxlen=300)
+        #: the latest 300 pose inference times, milliseconds (health; benchmarks read and
+        #: clear it to measure a window)
+        self.inference_ms: deque[float] = deque(maxlen=300)
         self._pose_times: deque[float] = deque(maxlen=60)
         self.started_at = time.monotonic()
+
+    @property
+    def pose_skipped(self) -> int:
+        """Frames the pose stage never saw since start: a newer frame replaced them in the
+        latest-frame-wins slot while inference was busy."""
+        return self._pose_slot.overwritten
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -364,7 +372,7 @@ class Pipeline:
                 self.last_pose_at = now
                 self.pose_results += 1
                 self.pose_detected += pose.detected
-                self._inference_ms.append(pose.inference_s * 1000)
+                self.inference_ms.append(pose.inference_s * 1000)
                 self._pose_times.append(now)
                 self.poses.publish_threadsafe(pose)
             self._next_publish += 1
@@ -417,7 +425,7 @@ class Pipeline:
         """Capture, video and pose health as a JSON-ready dict."""
         now = time.monotonic()
         cap = self.capture
-        inf = list(self._inference_ms)
+        inf = list(self.inference_ms)
         state = cap.state.value
         age = None if cap.last_frame_at is None else max(0.0, now - cap.last_frame_at)
         if state == "running" and age is not None and age > self.config.capture.stall_timeout_s:
@@ -454,7 +462,7 @@ class Pipeline:
                 "fps": round(self.pose_fps, 2),
                 "results": self.pose_results,
                 "detected": self.pose_detected,
-                "skipped": self._pose_slot.overwritten,
+                "skipped": self.pose_skipped,
                 "error": self.pose_error,
                 "inference_ms_p50": round(statistics.median(inf), 2) if inf else None,
                 "last_result_age_s": None if self.last_pose_at is None
